@@ -1,0 +1,57 @@
+# tcp-log-server: one static-friendly binary, its unit tests and its wire tests.
+CXX      ?= g++
+CXXFLAGS ?= -O2 -g
+CXXFLAGS += -std=c++17 -Wall -Wextra
+LDFLAGS  ?=
+PREFIX   ?= /usr/local
+
+SERVER_OBJS := sha256.o index.o
+TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
+
+.PHONY: all run test check-deps clean install
+all: tcp-log-server
+
+tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
+	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^
+
+tcp-log-server.o: tcp-log-server.cpp json.hpp sha256.hpp index.hpp
+sha256.o: sha256.cpp sha256.hpp
+index.o: index.cpp index.hpp sha256.hpp
+
+run: tcp-log-server
+	./tcp-log-server
+
+install: tcp-log-server
+	install -D -m 0755 tcp-log-server $(DESTDIR)$(PREFIX)/bin/tcp-log-server
+
+# Test tools come from Debian packages. As root they are installed here, so that
+# `make test` passes on a fresh machine; otherwise we stop with the command to run.
+DOCTEST_HEADER := /usr/include/doctest/doctest.h
+define need_package # $(1): file or command that must exist, $(2): Debian package
+	@if [ ! -e "$(1)" ] && ! command -v "$(1)" >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "make: $(1) is missing; installing Debian package $(2) with apt-get"; \
+	    (apt-get install -y -qq $(2) >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq $(2))) || exit 1; \
+	  else \
+	    echo "make: $(1) is missing; run: sudo apt-get update && sudo apt-get install -y $(2)"; exit 1; \
+	  fi; \
+	fi
+endef
+
+check-deps:
+	$(call need_package,$(DOCTEST_HEADER),doctest-dev)
+	$(call need_package,nc,netcat-openbsd)
+	$(call need_package,strace,strace)
+
+test/doctest_main.o: test/doctest_main.cpp | check-deps
+	$(CXX) $(CXXFLAGS) -c -o $@ $<
+
+test/%_test: test/%_test.cpp test/doctest_main.o $(SERVER_OBJS) $(wildcard test/*.hpp) json.hpp sha256.hpp index.hpp | check-deps
+	$(CXX) $(CXXFLAGS) -I. -o $@ $< test/doctest_main.o $(SERVER_OBJS)
+
+test: tcp-log-server $(TESTS)
+	@set -e; for t in $(TESTS); do echo "== $$t"; ./$$t; done
+
+clean:
+	rm -f tcp-log-server *.o test/*.o $(TESTS) test/*.so

@@ -1,0 +1,158 @@
+// SHA-256 per FIPS 180-4. Every blob is hashed on each write and each read from
+// disk, so the block function is written for speed with plain portable C++.
+#include "sha256.hpp"
+
+#include <cstring>
+
+namespace {
+
+// FIPS 180-4 section 4.2.2: first 32 bits of the fractional parts of the cube
+// roots of the first 64 primes.
+constexpr uint32_t kRound[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+// Written so that compilers recognise a rotate instruction (count is never 0).
+inline uint32_t rotr(uint32_t x, unsigned n) { return (x >> n) | (x << (32 - n)); }
+
+// Byte-wise assembly is alignment- and endian-independent; GCC and Clang turn
+// it into a single load plus bswap.
+inline uint32_t load_be32(const uint8_t* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
+}
+
+inline void store_be32(uint8_t* p, uint32_t v) {
+  p[0] = uint8_t(v >> 24);
+  p[1] = uint8_t(v >> 16);
+  p[2] = uint8_t(v >> 8);
+  p[3] = uint8_t(v);
+}
+
+inline uint32_t big_sigma0(uint32_t x) { return rotr(x, 2) ^ rotr(x, 13) ^ rotr(x, 22); }
+inline uint32_t big_sigma1(uint32_t x) { return rotr(x, 6) ^ rotr(x, 11) ^ rotr(x, 25); }
+inline uint32_t small_sigma0(uint32_t x) { return rotr(x, 7) ^ rotr(x, 18) ^ (x >> 3); }
+inline uint32_t small_sigma1(uint32_t x) { return rotr(x, 17) ^ rotr(x, 19) ^ (x >> 10); }
+// Same truth tables as FIPS Ch and Maj, one operation fewer each.
+inline uint32_t choose(uint32_t e, uint32_t f, uint32_t g) { return g ^ (e & (f ^ g)); }
+inline uint32_t majority(uint32_t a, uint32_t b, uint32_t c) { return (a & b) | (c & (a | b)); }
+
+// One round without shuffling eight variables: callers rotate the argument
+// order instead, so only d and h are written.
+inline void round_step(uint32_t a, uint32_t b, uint32_t c, uint32_t& d, uint32_t e, uint32_t f,
+                       uint32_t g, uint32_t& h, uint32_t k_plus_w) {
+  const uint32_t t1 = h + big_sigma1(e) + choose(e, f, g) + k_plus_w;
+  d += t1;
+  h = t1 + big_sigma0(a) + majority(a, b, c);
+}
+
+constexpr char kHexDigits[] = "0123456789abcdef";
+
+}  // namespace
+
+Sha256::Sha256()
+    // FIPS 180-4 section 5.3.3: fractional parts of the square roots of the first 8 primes.
+    : state_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+             0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
+
+void Sha256::compress(const uint8_t block[64]) {
+  // A 16-word ring keeps the schedule in registers/L1 rather than expanding all 64 words up front.
+  uint32_t w[16];
+  for (int i = 0; i < 16; ++i) w[i] = load_be32(block + 4 * i);
+
+  uint32_t a = state_[0], b = state_[1], c = state_[2], d = state_[3];
+  uint32_t e = state_[4], f = state_[5], g = state_[6], h = state_[7];
+
+  // Eight rounds per iteration bring the variable naming back to where it started.
+  for (int i = 0; i < 64; i += 8) {
+    if (i >= 16) {
+      for (int j = 0; j < 8; ++j) {
+        const int t = i + j;
+        w[t & 15] += small_sigma1(w[(t - 2) & 15]) + w[(t - 7) & 15] + small_sigma0(w[(t - 15) & 15]);
+      }
+    }
+    round_step(a, b, c, d, e, f, g, h, kRound[i + 0] + w[(i + 0) & 15]);
+    round_step(h, a, b, c, d, e, f, g, kRound[i + 1] + w[(i + 1) & 15]);
+    round_step(g, h, a, b, c, d, e, f, kRound[i + 2] + w[(i + 2) & 15]);
+    round_step(f, g, h, a, b, c, d, e, kRound[i + 3] + w[(i + 3) & 15]);
+    round_step(e, f, g, h, a, b, c, d, kRound[i + 4] + w[(i + 4) & 15]);
+    round_step(d, e, f, g, h, a, b, c, kRound[i + 5] + w[(i + 5) & 15]);
+    round_step(c, d, e, f, g, h, a, b, kRound[i + 6] + w[(i + 6) & 15]);
+    round_step(b, c, d, e, f, g, h, a, kRound[i + 7] + w[(i + 7) & 15]);
+  }
+
+  state_[0] += a;
+  state_[1] += b;
+  state_[2] += c;
+  state_[3] += d;
+  state_[4] += e;
+  state_[5] += f;
+  state_[6] += g;
+  state_[7] += h;
+}
+
+void Sha256::update(const void* data, size_t len) {
+  // update(nullptr, 0) is legal for callers, but memcpy from a null pointer is not.
+  if (len == 0) return;
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  total_len_ += len;
+
+  if (buffered_ > 0) {
+    const size_t take = len < 64 - buffered_ ? len : 64 - buffered_;
+    std::memcpy(buffer_ + buffered_, p, take);
+    buffered_ += take;
+    p += take;
+    len -= take;
+    if (buffered_ < 64) return;
+    compress(buffer_);
+    buffered_ = 0;
+  }
+
+  // Whole blocks are hashed in place: copying them to buffer_ first would cost
+  // a second pass over large blobs.
+  for (; len >= 64; p += 64, len -= 64) compress(p);
+
+  if (len > 0) {
+    std::memcpy(buffer_, p, len);
+    buffered_ = len;
+  }
+}
+
+void Sha256::finish(uint8_t digest[32]) {
+  // The length field counts bits of the message only, so capture it before padding.
+  const uint64_t bit_len = total_len_ * 8;
+
+  buffer_[buffered_++] = 0x80;
+  // Not enough room for the 8-byte length: pad out this block and start another.
+  if (buffered_ > 56) {
+    std::memset(buffer_ + buffered_, 0, 64 - buffered_);
+    compress(buffer_);
+    buffered_ = 0;
+  }
+  std::memset(buffer_ + buffered_, 0, 56 - buffered_);
+  store_be32(buffer_ + 56, uint32_t(bit_len >> 32));
+  store_be32(buffer_ + 60, uint32_t(bit_len));
+  compress(buffer_);
+
+  for (int i = 0; i < 8; ++i) store_be32(digest + 4 * i, state_[i]);
+}
+
+std::string sha256_hex(std::string_view bytes) {
+  Sha256 hasher;
+  hasher.update(bytes.data(), bytes.size());
+  uint8_t digest[32];
+  hasher.finish(digest);
+
+  std::string hex(64, '\0');
+  for (int i = 0; i < 32; ++i) {
+    hex[2 * i] = kHexDigits[digest[i] >> 4];
+    hex[2 * i + 1] = kHexDigits[digest[i] & 0x0f];
+  }
+  return hex;
+}

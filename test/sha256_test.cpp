@@ -1,0 +1,136 @@
+// Checks sha256.cpp against published FIPS vectors and digests computed with an
+// independent tool (Python hashlib, cross-checked with coreutils sha256sum).
+#include <doctest/doctest.h>
+
+#include <cctype>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+#include "sha256.hpp"
+
+namespace {
+
+std::string to_hex(const uint8_t digest[32]) {
+  static const char digits[] = "0123456789abcdef";
+  std::string hex;
+  for (int i = 0; i < 32; ++i) {
+    hex += digits[digest[i] >> 4];
+    hex += digits[digest[i] & 0x0f];
+  }
+  return hex;
+}
+
+// Hashes `message` by feeding it in pieces whose sizes cycle through `chunks`.
+std::string hash_in_chunks(const std::string& message, std::initializer_list<size_t> chunks) {
+  Sha256 hasher;
+  size_t pos = 0;
+  while (pos < message.size()) {
+    for (size_t chunk : chunks) {
+      if (pos >= message.size()) break;
+      const size_t n = chunk < message.size() - pos ? chunk : message.size() - pos;
+      hasher.update(message.data() + pos, n);
+      pos += n;
+    }
+  }
+  uint8_t digest[32];
+  hasher.finish(digest);
+  return to_hex(digest);
+}
+
+// 'a', 'b', ..., 'z', 'a', ...: not a single repeated byte, so word order and
+// byte order mistakes change the digest.
+std::string alphabet_message(size_t n) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = char('a' + i % 26);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("FIPS 180-2 vector: empty message") {
+  CHECK(sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+TEST_CASE("FIPS 180-2 vector: abc") {
+  CHECK(sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST_CASE("FIPS 180-2 vector: 448-bit message") {
+  CHECK(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
+TEST_CASE("FIPS 180-2 vector: 896-bit message") {
+  CHECK(sha256_hex("abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqr"
+                   "lmnopqrsmnopqrstnopqrstu") ==
+        "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
+}
+
+TEST_CASE("FIPS 180-2 vector: one million 'a', at once and in uneven chunks") {
+  const std::string million(1000000, 'a');
+  const char* expected = "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0";
+  CHECK(sha256_hex(million) == expected);
+  CHECK(hash_in_chunks(million, {1, 63, 64, 65, 7, 1000, 3, 4096, 127, 129}) == expected);
+}
+
+TEST_CASE("padding edges: lengths around 56 and 64 bytes modulo 64") {
+  struct Case {
+    size_t length;
+    const char* hex;
+  };
+  const Case cases[] = {
+      {55, "595615dbe4f0f407ae397d08b4c2cb870cb9b0e11937416f950c5160acf9c005"},
+      {56, "784f623b787495078e93ff28a25b581df0584055a7e71d8cd90c454716b92f51"},
+      {57, "808f0738aa4401bdee842e5a15a7baad5809f976d8eb6f9bd2683cebd2e8d671"},
+      {63, "5ca3e1ef5207490eac01a795e5cc94d59582a5118bf9534665c8668d87aa647c"},
+      {64, "2fcd5a0d60e4c941381fcc4e00a4bf8be422c3ddfafb93c809e8d1e2bfffae8e"},
+      {65, "1b3cd1877ab2f2f19f7be001722554f336cb799df0329de0bb4c118dc6abc06d"},
+      {119, "faef67da856d6fd9c8d12f9ed0a4fefd3cf0ce085ab43e2907418d457e3c354b"},
+      {120, "c9512b08619c19fbb503c7da6b46ef20301e5f7a7a5f43989182398536f5c5c8"},
+      {127, "1b9907986f18ddc2b37e18be502d82d69d6e18bb9dff9e16f2aceea7d88cb933"},
+      {128, "6c05be2c4268843ae47e68e611277ce62c02153f2f4d2e1e2a1a4b44f766cf74"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.length);
+    const std::string message = alphabet_message(c.length);
+    CHECK(sha256_hex(message) == c.hex);
+    CHECK(hash_in_chunks(message, {1}) == c.hex);
+  }
+}
+
+TEST_CASE("incremental update equals one-shot for every split point") {
+  const std::string message = alphabet_message(200);
+  const std::string one_shot = sha256_hex(message);
+  for (size_t split = 0; split <= message.size(); ++split) {
+    CAPTURE(split);
+    Sha256 hasher;
+    hasher.update(message.data(), split);
+    hasher.update(message.data() + split, message.size() - split);
+    uint8_t digest[32];
+    hasher.finish(digest);
+    CHECK(to_hex(digest) == one_shot);
+  }
+}
+
+TEST_CASE("update with zero bytes changes nothing") {
+  Sha256 hasher;
+  hasher.update(nullptr, 0);
+  hasher.update("ab", 2);
+  hasher.update(nullptr, 0);
+  hasher.update("c", 1);
+  uint8_t digest[32];
+  hasher.finish(digest);
+  CHECK(to_hex(digest) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST_CASE("sha256_hex is 64 lowercase hex digits") {
+  // A digest with many letter digits, so uppercase output would show.
+  const std::string hex = sha256_hex("abc");
+  CHECK(hex.size() == 64);
+  for (char ch : hex) {
+    CAPTURE(ch);
+    CHECK(std::isxdigit(static_cast<unsigned char>(ch)));
+    CHECK_FALSE(std::isupper(static_cast<unsigned char>(ch)));
+  }
+}
