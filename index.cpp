@@ -1,0 +1,462 @@
+// The store: blobs, the fixed-width index, the directory locks, commit and recovery.
+#include "index.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <unordered_set>
+
+#include "sha256.hpp"
+
+Status Status::Errno(std::string_view what, const std::string& path, int err) {
+  Status s;
+  s.error.append(what).append(" ").append(path).append(": ").append(std::strerror(err));
+  return s;
+}
+
+namespace {
+
+// Writes all of `data` at `offset`, retrying short writes and EINTR.
+int pwrite_all(int fd, const char* data, size_t len, off_t offset) {
+  while (len > 0) {
+    ssize_t n = ::pwrite(fd, data, len, offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) return EIO;  // should not happen for regular files; never loop forever
+    data += n;
+    len -= static_cast<size_t>(n);
+    offset += n;
+  }
+  return 0;
+}
+
+int write_all(int fd, const char* data, size_t len) {
+  while (len > 0) {
+    ssize_t n = ::write(fd, data, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) return EIO;
+    data += n;
+    len -= static_cast<size_t>(n);
+  }
+  return 0;
+}
+
+Status make_dir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) return Status::Errno("cannot stat directory", path, errno);
+    if (!S_ISDIR(st.st_mode)) return Status::Errno("not a directory:", path, ENOTDIR);
+    return Status::Ok();
+  }
+  return Status::Errno("cannot create directory", path, errno);
+}
+
+Status fsync_path(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Status::Errno("cannot open directory", path, errno);
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return Status::Errno("cannot sync directory", path, err);
+  return Status::Ok();
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+}  // namespace
+
+bool valid_record(std::string_view record) {
+  if (record.size() != kRecordSize || record[64] != '\n') return false;
+  for (size_t i = 0; i < 64; i++)
+    if (hex_value(record[i]) < 0) return false;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// DirLock
+
+DirLock::~DirLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the flock
+}
+
+Status DirLock::acquire(const std::string& dir) {
+  std::string path = dir + "/LOCK";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::Errno("cannot open lock file", path, errno);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    char buf[32] = {};
+    ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      Status s;
+      s.error = "directory " + dir + " is in use";
+      long pid = n > 0 ? std::strtol(buf, nullptr, 10) : 0;
+      if (pid > 0) s.error += " by pid " + std::to_string(pid);
+      s.error += " (lock file " + path + ")";
+      return s;
+    }
+    return Status::Errno("cannot lock", path, err);
+  }
+  // The pid is only a hint for the message above; the flock is what excludes.
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || pwrite_all(fd, pid.data(), pid.size(), 0) != 0) {
+    // Not fatal: the lock is held all the same.
+  }
+  fd_ = fd;
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// BlobStore
+
+BlobStore::~BlobStore() = default;
+
+Status BlobStore::open(const std::string& dir, std::vector<std::string>* warnings) {
+  dir_ = dir;
+  tmp_dir_ = dir + "/tmp";
+  Status s = make_dir(dir_);
+  if (!s.ok()) return s;
+  s = make_dir(tmp_dir_);
+  if (!s.ok()) return s;
+  // A temp file is a blob whose write or sync did not finish, so no index record names it.
+  DIR* d = ::opendir(tmp_dir_.c_str());
+  if (!d) return Status::Errno("cannot list directory", tmp_dir_, errno);
+  size_t removed = 0;
+  while (struct dirent* e = ::readdir(d)) {
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    std::string path = tmp_dir_ + "/" + e->d_name;
+    if (::unlink(path.c_str()) == 0) removed++;
+  }
+  ::closedir(d);
+  if (removed > 0)
+    warnings->push_back("removed " + std::to_string(removed) + " unfinished blob file(s) from " +
+                        tmp_dir_);
+  return Status::Ok();
+}
+
+std::string BlobStore::path_of(std::string_view hex) const {
+  std::string path;
+  path.reserve(dir_.size() + 66);
+  path.append(dir_).append("/").append(hex.substr(0, 2)).append("/").append(hex.substr(2));
+  return path;
+}
+
+bool BlobStore::exists(std::string_view hex) const {
+  struct stat st;
+  return ::stat(path_of(hex).c_str(), &st) == 0;
+}
+
+Status BlobStore::ensure_subdir(std::string_view hex, std::vector<std::string>* dirty_dirs) {
+  int slot = hex_value(hex[0]) * 16 + hex_value(hex[1]);
+  if (subdir_known_[slot]) return Status::Ok();
+  std::string sub = dir_ + "/" + std::string(hex.substr(0, 2));
+  if (::mkdir(sub.c_str(), 0755) == 0) {
+    dirty_dirs->push_back(dir_);  // BLOBS gained the name hh
+  } else if (errno != EEXIST) {
+    return Status::Errno("cannot create directory", sub, errno);
+  }
+  subdir_known_[slot] = true;
+  return Status::Ok();
+}
+
+Status BlobStore::put(std::string_view hex, std::string_view bytes, bool sync,
+                      std::vector<std::string>* dirty_dirs) {
+  Status s = ensure_subdir(hex, dirty_dirs);
+  if (!s.ok()) return s;
+  std::string tmp = tmp_dir_ + "/" + std::string(hex);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::Errno("cannot create blob", tmp, errno);
+  int err = write_all(fd, bytes.data(), bytes.size());
+  if (err != 0) s = Status::Errno("cannot write blob", tmp, err);
+  if (s.ok() && sync && ::fdatasync(fd) != 0) s = Status::Errno("cannot sync blob", tmp, errno);
+  if (::close(fd) != 0 && s.ok()) s = Status::Errno("cannot close blob", tmp, errno);
+  std::string final_path = path_of(hex);
+  if (s.ok() && ::rename(tmp.c_str(), final_path.c_str()) != 0)
+    s = Status::Errno("cannot rename blob into place", final_path, errno);
+  if (!s.ok()) {
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  std::string sub = final_path.substr(0, dir_.size() + 3);
+  if (std::find(dirty_dirs->begin(), dirty_dirs->end(), sub) == dirty_dirs->end())
+    dirty_dirs->push_back(sub);
+  return Status::Ok();
+}
+
+Status BlobStore::sync_dirs(std::vector<std::string>* dirs) {
+  // Children before parents would not matter for correctness; order kept as gained.
+  std::sort(dirs->begin(), dirs->end());
+  dirs->erase(std::unique(dirs->begin(), dirs->end()), dirs->end());
+  for (const std::string& dir : *dirs) {
+    Status s = fsync_path(dir);
+    if (!s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+Status BlobStore::read(std::string_view hex, std::string* bytes) const {
+  std::string path = path_of(hex);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::Errno("cannot open blob", path, errno);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return Status::Errno("cannot stat blob", path, err);
+  }
+  bytes->resize(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (got < bytes->size()) {
+    ssize_t n = ::pread(fd, &(*bytes)[got], bytes->size() - got, static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = n < 0 ? errno : EIO;
+      ::close(fd);
+      return Status::Errno("cannot read blob", path, err);
+    }
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  if (sha256_hex(*bytes) != hex) {
+    Status s;
+    s.error = "blob " + path + " does not match its hash";
+    return s;
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// IndexFile
+
+IndexFile::~IndexFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status IndexFile::open(const std::string& dir, bool read_only, std::vector<std::string>* warnings) {
+  path_ = dir + "/index";
+  fd_ = read_only ? ::open(path_.c_str(), O_RDONLY | O_CLOEXEC)
+                  : ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) return Status::Errno("cannot open index", path_, errno);
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return Status::Errno("cannot stat index", path_, errno);
+  uint64_t size = static_cast<uint64_t>(st.st_size);
+  uint64_t torn = size % kRecordSize;
+  head_ = size / kRecordSize;
+  if (torn != 0 && read_only) {
+    warnings->push_back(path_ + " ends with a torn record of " + std::to_string(torn) +
+                        " byte(s) after entry " + std::to_string(head_));
+  } else if (torn != 0) {
+    // A partial record at the end is an append the machine did not finish, never confirmed.
+    Status s = truncate(head_);
+    if (!s.ok()) return s;
+    warnings->push_back("cut a torn record of " + std::to_string(torn) + " byte(s) from the end of " +
+                        path_);
+  }
+  return Status::Ok();
+}
+
+Status IndexFile::append(std::string_view records) {
+  off_t old_size = static_cast<off_t>(head_ * kRecordSize);
+  int err = pwrite_all(fd_, records.data(), records.size(), old_size);
+  if (err != 0) {
+    // Whatever part of the records reached the file must not be mistaken for entries later.
+    rollback(head_);
+    return Status::Errno("cannot append to index", path_, err);
+  }
+  head_ += records.size() / kRecordSize;
+  return Status::Ok();
+}
+
+Status IndexFile::sync() {
+  if (::fdatasync(fd_) != 0) return Status::Errno("cannot sync index", path_, errno);
+  return Status::Ok();
+}
+
+Status IndexFile::read(uint64_t first, size_t count, std::string* records) const {
+  records->resize(count * kRecordSize);
+  size_t got = 0;
+  off_t offset = static_cast<off_t>((first - 1) * kRecordSize);
+  while (got < records->size()) {
+    ssize_t n = ::pread(fd_, &(*records)[got], records->size() - got, offset + static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      Status s = Status::Errno("cannot read index", path_, n < 0 ? errno : EIO);
+      s.error += " at entry " + std::to_string(first + got / kRecordSize);
+      return s;
+    }
+    got += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+void IndexFile::rollback(uint64_t old_head) {
+  // Best effort: if the cut fails, the next append overwrites the same offsets anyway,
+  // and recovery cuts unconfirmed garbage at the tail.
+  if (::ftruncate(fd_, static_cast<off_t>(old_head * kRecordSize)) != 0) {
+  }
+  head_ = old_head;
+}
+
+Status IndexFile::truncate(uint64_t new_head) {
+  if (::ftruncate(fd_, static_cast<off_t>(new_head * kRecordSize)) != 0)
+    return Status::Errno("cannot truncate index", path_, errno);
+  if (::fdatasync(fd_) != 0) return Status::Errno("cannot sync index", path_, errno);
+  head_ = new_head;
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store
+
+namespace {
+bool same_directory(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+}  // namespace
+
+Status Store::open(const Options& options, std::vector<std::string>* warnings) {
+  options_ = options;
+  if (options.check_only) {
+    blobs_.set_dir(options.blobs_dir);
+  } else {
+    Status s = make_dir(options.blobs_dir);
+    if (!s.ok()) return s;
+    s = make_dir(options.index_dir);
+    if (!s.ok()) return s;
+  }
+  // Lock before touching anything else: recovery must never run beside a live server.
+  Status s = blobs_lock_.acquire(options.blobs_dir);
+  if (!s.ok()) return s;
+  if (!same_directory(options.blobs_dir, options.index_dir)) {
+    s = index_lock_.acquire(options.index_dir);
+    if (!s.ok()) return s;
+  }
+  if (!options.check_only) {
+    s = blobs_.open(options.blobs_dir, warnings);
+    if (!s.ok()) return s;
+  }
+  s = index_.open(options.index_dir, options.check_only, warnings);
+  if (!s.ok()) return s;
+  return options.check_only ? Status::Ok() : recover_tail(warnings);
+}
+
+Status Store::recover_tail(std::vector<std::string>* warnings) {
+  // Only the last append can be unsynced, and an append holds at most kMaxBatchEntries records,
+  // so that is all recovery reads: startup cost does not grow with the log. Records are cut
+  // from the end while they are bad; the first good one ends the scan, so a bad record deeper
+  // in the log is reported to readers rather than "repaired" away with good ones after it.
+  uint64_t head = index_.head();
+  uint64_t lowest = head > kMaxBatchEntries ? head - kMaxBatchEntries + 1 : 1;
+  uint64_t new_head = head;
+  std::string record, bytes;
+  while (new_head >= lowest && new_head > 0) {
+    Status s = index_.read(new_head, 1, &record);
+    if (!s.ok()) return s;
+    if (valid_record(record) && read_blob(record, &bytes).ok()) break;
+    new_head--;
+  }
+  if (new_head != head) {
+    Status s = index_.truncate(new_head);
+    if (!s.ok()) return s;
+    warnings->push_back("cut " + std::to_string(head - new_head) +
+                        " unconfirmed record(s) with a malformed record or a missing or damaged blob "
+                        "from the end of " + index_.path() + ", entries " +
+                        std::to_string(new_head + 1) + ".." + std::to_string(head));
+  }
+  return Status::Ok();
+}
+
+Status Store::commit(const std::vector<std::string_view>& hashes,
+                     const std::vector<std::string_view>& bytes) {
+  if (hashes.empty()) return Status::Ok();
+  const bool sync = options_.sync == SyncMode::Always;
+  std::vector<std::string> dirty_dirs;
+  std::vector<std::string_view> created;
+  std::string records;
+  records.reserve(hashes.size() * kRecordSize);
+  Status s;
+  for (size_t i = 0; i < hashes.size() && s.ok(); i++) {
+    // Written earlier (or earlier in this batch): a blob under its final name is whole.
+    if (!blobs_.exists(hashes[i])) {
+      s = blobs_.put(hashes[i], bytes[i], sync, &dirty_dirs);
+      if (s.ok()) created.push_back(hashes[i]);
+    }
+    records.append(hashes[i]).push_back('\n');
+  }
+  if (s.ok() && sync) s = BlobStore::sync_dirs(&dirty_dirs);
+  const uint64_t old_head = index_.head();
+  if (s.ok()) s = index_.append(records);
+  if (s.ok() && sync) {
+    s = index_.sync();
+    // After a failed fsync the page cache may hold records the disk never got; they must not
+    // be served or confirmed, now or after a retry (the fsyncgate lesson).
+    if (!s.ok()) index_.rollback(old_head);
+  }
+  if (!s.ok()) {
+    // A blob this batch created may sit under its final name without its name being durable;
+    // were it kept, a later write of the same entry would skip it and confirm on its strength.
+    for (std::string_view hex : created) ::unlink(blobs_.path_of(hex).c_str());
+  }
+  return s;
+}
+
+Status Store::read_blob(std::string_view record, std::string* bytes) const {
+  if (!valid_record(record)) {
+    Status s;
+    s.error = "malformed index record in " + index_.path();
+    return s;
+  }
+  return blobs_.read(record.substr(0, 64), bytes);
+}
+
+void Store::check(CheckReport* report) const {
+  const uint64_t head = index_.head();
+  report->entries = head;
+  std::unordered_set<std::string> seen;  // hashes already verified
+  std::string records, bytes;
+  constexpr size_t kRun = 4096;
+  for (uint64_t first = 1; first <= head; first += kRun) {
+    size_t count = static_cast<size_t>(std::min<uint64_t>(kRun, head - first + 1));
+    Status s = index_.read(first, count, &records);
+    if (!s.ok()) {
+      report->problems.push_back(s.error);
+      return;
+    }
+    for (size_t i = 0; i < count; i++) {
+      std::string_view record(records.data() + i * kRecordSize, kRecordSize);
+      std::string where = "entry " + std::to_string(first + i) + ": ";
+      if (!valid_record(record)) {
+        report->problems.push_back(where + "malformed index record");
+        continue;
+      }
+      std::string hex(record.substr(0, 64));
+      if (seen.count(hex)) continue;
+      s = blobs_.read(hex, &bytes);
+      if (!s.ok()) {
+        report->problems.push_back(where + s.error);
+        continue;
+      }
+      seen.insert(std::move(hex));
+      report->distinct_blobs++;
+      report->bytes += bytes.size();
+    }
+  }
+}

@@ -1,0 +1,151 @@
+// The store: content-addressed blob files, the fixed-width append-only index that orders them,
+// and the locks that give one server exclusive use of both directories.
+//
+// Layout on disk:
+//   BLOBS/<h0h1>/<h2..h63>   canonical entry bytes, named by their SHA-256
+//   BLOBS/tmp/               blobs being written; renamed into place once whole (and synced)
+//   BLOBS/LOCK, LEVELDB/LOCK flock()ed by the running server; hold its pid as text
+//   LEVELDB/index            record i (1-based) at offset (i-1)*65: 64 lowercase hex digits + '\n'
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+constexpr size_t kRecordSize = 65;
+// Entries made durable by one index append and one sync. Recovery inspects at most this many
+// records at the tail, because only the last, unsynced append can have left garbage there.
+constexpr size_t kMaxBatchEntries = 4096;
+
+// The result of a store operation: empty when it succeeded, else what failed, where, and why.
+struct Status {
+  std::string error;
+  bool ok() const { return error.empty(); }
+  static Status Ok() { return {}; }
+  // "<what> <path>: <strerror(err)>"
+  static Status Errno(std::string_view what, const std::string& path, int err);
+};
+
+// Whether committed data must reach stable storage before it is confirmed.
+enum class SyncMode { Always, None };
+
+// An exclusive flock() on DIR/LOCK, held until destruction.
+class DirLock {
+ public:
+  DirLock() = default;
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+  ~DirLock();
+  // Fails with "directory <dir> is in use by pid N" when another process holds the lock.
+  Status acquire(const std::string& dir);
+
+ private:
+  int fd_ = -1;
+};
+
+// Blob files named by the hash of their bytes. Writes go through BLOBS/tmp and a rename, so a
+// blob under its final name is always whole: "exists" is enough to skip rewriting it.
+class BlobStore {
+ public:
+  ~BlobStore();
+  // Creates the directories as needed and removes temporary files a crash left behind.
+  Status open(const std::string& dir, std::vector<std::string>* warnings);
+  void set_dir(const std::string& dir) { dir_ = dir; }  // for reading only (--check)
+  std::string path_of(std::string_view hex) const;
+  bool exists(std::string_view hex) const;
+  // Writes a new blob: temp file, fdatasync when `sync`, rename into place. The directories
+  // that gained a name are added to *dirty_dirs (as open fds' paths) for sync_dirs().
+  Status put(std::string_view hex, std::string_view bytes, bool sync,
+             std::vector<std::string>* dirty_dirs);
+  // fsyncs each directory once.
+  static Status sync_dirs(std::vector<std::string>* dirs);
+  // Reads a blob and verifies that its bytes hash to its name.
+  Status read(std::string_view hex, std::string* bytes) const;
+
+ private:
+  Status ensure_subdir(std::string_view hex, std::vector<std::string>* dirty_dirs);
+  std::string dir_;
+  std::string tmp_dir_;
+  bool subdir_known_[256] = {};  // hh/ directories known to exist
+};
+
+// The ordered list of entry hashes. Owns one file; never decides when to sync.
+class IndexFile {
+ public:
+  IndexFile() = default;
+  IndexFile(const IndexFile&) = delete;
+  IndexFile& operator=(const IndexFile&) = delete;
+  ~IndexFile();
+  // Opens (creating) DIR/index and cuts a torn tail (a size that is not a multiple of 65).
+  // With `read_only`, a torn tail is only reported in *warnings, not cut.
+  Status open(const std::string& dir, bool read_only, std::vector<std::string>* warnings);
+  uint64_t head() const { return head_; }
+  const std::string& path() const { return path_; }
+  // Appends whole records in one write. On any failure the file is cut back to its old size,
+  // so it always holds a whole number of records, and head() is unchanged.
+  Status append(std::string_view records);
+  Status sync();
+  // Reads records first..first+count-1 (1-based, within head) as raw bytes.
+  Status read(uint64_t first, size_t count, std::string* records) const;
+  // Forgets records past `old_head` after a failed append or sync: cuts the file back.
+  void rollback(uint64_t old_head);
+  // Cuts the index back to `new_head` records and syncs the cut (recovery).
+  Status truncate(uint64_t new_head);
+
+ private:
+  int fd_ = -1;
+  uint64_t head_ = 0;
+  std::string path_;
+};
+
+// True when `record` is 64 lowercase hex digits followed by '\n'.
+bool valid_record(std::string_view record);
+
+// What --check found.
+struct CheckReport {
+  uint64_t entries = 0;
+  uint64_t distinct_blobs = 0;
+  uint64_t bytes = 0;  // of the distinct blobs
+  std::vector<std::string> problems;  // each with the index it concerns
+};
+
+// The whole store. commit() is the one way entries are added.
+class Store {
+ public:
+  struct Options {
+    std::string blobs_dir;
+    std::string index_dir;
+    SyncMode sync = SyncMode::Always;
+    // Open for --check: lock, but create nothing, change nothing, recover nothing.
+    bool check_only = false;
+  };
+  // Locks both directories, opens them and recovers the index tail (see README, "Durability").
+  // Recovery notes (cut bytes, cut records, removed temp files) are appended to *warnings.
+  Status open(const Options& options, std::vector<std::string>* warnings);
+  uint64_t head() const { return index_.head(); }
+  // Makes entries head()+1 .. head()+hashes.size() part of the log, in this order: each new
+  // blob written to a temp file, synced and renamed; each directory that gained a name synced;
+  // all index records appended in one write; the index synced. Syncs are skipped with
+  // SyncMode::None. On failure no entry of the call is in the log and head() is unchanged.
+  // hashes[i] is the hex name of bytes[i]; at most kMaxBatchEntries entries.
+  Status commit(const std::vector<std::string_view>& hashes,
+                const std::vector<std::string_view>& bytes);
+  // Reads the hex hashes of entries first..first+count-1.
+  Status read_hashes(uint64_t first, size_t count, std::string* records) const {
+    return index_.read(first, count, records);
+  }
+  // Reads one entry's bytes given its index record; fails if the record is malformed or the
+  // blob is missing or does not hash to its name.
+  Status read_blob(std::string_view record, std::string* bytes) const;
+  // Reads the whole index and every blob it names, verifying each blob against its name.
+  void check(CheckReport* report) const;
+
+ private:
+  Status recover_tail(std::vector<std::string>* warnings);
+  Options options_;
+  DirLock blobs_lock_;
+  DirLock index_lock_;
+  BlobStore blobs_;
+  IndexFile index_;
+};
