@@ -1,0 +1,300 @@
+// The store on its own: index records, blobs, commit, recovery rules, locks, check.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "index.hpp"
+#include "sha256.hpp"
+
+namespace {
+
+struct ScratchDir {
+  std::string path;
+  ScratchDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/index-test-XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    REQUIRE(::mkdtemp(buf.data()) != nullptr);
+    path = buf.data();
+  }
+  ~ScratchDir() { std::system(("rm -rf '" + path + "'").c_str()); }
+  std::string blobs() const { return path + "/blobs"; }
+  std::string index_dir() const { return path + "/leveldb"; }
+  std::string index_file() const { return path + "/leveldb/index"; }
+  Store::Options options(SyncMode sync = SyncMode::Always) const {
+    Store::Options o;
+    o.blobs_dir = blobs();
+    o.index_dir = index_dir();
+    o.sync = sync;
+    return o;
+  }
+};
+
+std::string entry_text(int i) { return "{\"n\":" + std::to_string(i) + "}"; }
+
+// Commits entries entry_text(from..to) in one call.
+void commit_range(Store& store, int from, int to) {
+  std::vector<std::string> bytes, hashes;
+  for (int i = from; i <= to; i++) {
+    bytes.push_back(entry_text(i));
+    hashes.push_back(sha256_hex(bytes.back()));
+  }
+  std::vector<std::string_view> h(hashes.begin(), hashes.end()), b(bytes.begin(), bytes.end());
+  Status s = store.commit(h, b);
+  REQUIRE_MESSAGE(s.ok(), s.error);
+}
+
+std::string read_entry(const Store& store, uint64_t index) {
+  std::string record, bytes;
+  Status s = store.read_hashes(index, 1, &record);
+  REQUIRE_MESSAGE(s.ok(), s.error);
+  s = store.read_blob(record, &bytes);
+  if (!s.ok()) return "error: " + s.error;
+  return bytes;
+}
+
+off_t file_size(const std::string& path) {
+  struct stat st;
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  return st.st_size;
+}
+
+void append_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::app | std::ios::binary);
+  f << bytes;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+bool contains(const std::vector<std::string>& lines, const std::string& needle) {
+  for (const auto& l : lines)
+    if (l.find(needle) != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("commit appends contiguous records readable at any position") {
+  ScratchDir dir;
+  Store store;
+  std::vector<std::string> warnings;
+  REQUIRE(store.open(dir.options(), &warnings).ok());
+  CHECK(store.head() == 0);
+  commit_range(store, 1, 10);
+  commit_range(store, 11, 25);
+  CHECK(store.head() == 25);
+  CHECK(file_size(dir.index_file()) == 25 * 65);
+  for (int i : {1, 2, 10, 11, 17, 25}) CHECK(read_entry(store, i) == entry_text(i));
+  std::string records;
+  REQUIRE(store.read_hashes(11, 3, &records).ok());
+  CHECK(records.size() == 3 * 65);
+  CHECK(records.substr(0, 65) == sha256_hex(entry_text(11)) + "\n");
+  CHECK(records.substr(130, 65) == sha256_hex(entry_text(13)) + "\n");
+}
+
+TEST_CASE("blob is stored under its hash with exactly its bytes") {
+  ScratchDir dir;
+  Store store;
+  std::vector<std::string> warnings;
+  REQUIRE(store.open(dir.options(), &warnings).ok());
+  commit_range(store, 7, 7);
+  std::string hex = sha256_hex(entry_text(7));
+  CHECK(slurp(dir.blobs() + "/" + hex.substr(0, 2) + "/" + hex.substr(2)) == entry_text(7));
+  CHECK(slurp(dir.index_file()) == hex + "\n");
+}
+
+TEST_CASE("the same entry twice shares one blob and gets two records") {
+  ScratchDir dir;
+  Store store;
+  std::vector<std::string> warnings;
+  REQUIRE(store.open(dir.options(), &warnings).ok());
+  commit_range(store, 3, 3);
+  commit_range(store, 3, 3);
+  CHECK(store.head() == 2);
+  CheckReport report;
+  store.check(&report);
+  CHECK(report.entries == 2);
+  CHECK(report.distinct_blobs == 1);
+  CHECK(report.problems.empty());
+}
+
+TEST_CASE("reopen keeps head and entries") {
+  ScratchDir dir;
+  {
+    Store store;
+    std::vector<std::string> warnings;
+    REQUIRE(store.open(dir.options(SyncMode::None), &warnings).ok());
+    commit_range(store, 1, 100);
+  }
+  Store store;
+  std::vector<std::string> warnings;
+  REQUIRE(store.open(dir.options(), &warnings).ok());
+  CHECK(warnings.empty());
+  CHECK(store.head() == 100);
+  CHECK(read_entry(store, 1) == entry_text(1));
+  CHECK(read_entry(store, 100) == entry_text(100));
+  commit_range(store, 101, 101);
+  CHECK(store.head() == 101);
+}
+
+TEST_CASE("a torn trailing record is cut with a warning naming the bytes") {
+  ScratchDir dir;
+  {
+    Store store;
+    std::vector<std::string> warnings;
+    REQUIRE(store.open(dir.options(), &warnings).ok());
+    commit_range(store, 1, 3);
+  }
+  append_bytes(dir.index_file(), std::string(sha256_hex("x").substr(0, 20)));
+  Store store;
+  std::vector<std::string> warnings;
+  REQUIRE(store.open(dir.options(), &warnings).ok());
+  CHECK(store.head() == 3);
+  CHECK(file_size(dir.index_file()) == 3 * 65);
+  CHECK(contains(warnings, "20 byte(s)"));
+}
+
+TEST_CASE("malformed trailing records are cut from the tail") {
+  ScratchDir dir;
+  {
+    Store store;
+    std::vector<std::string> warnings;
+    REQUIRE(store.open(dir.options(), &warnings).ok());
+    commit_range(store, 1, 3);
+  }
+  append_bytes(dir.index_file(), std::string(65 * 2, '\0'));  // zeros after a power cut
+  Store store;
+  std::vector<std::string> warnings;
+  REQUIRE(store.open(dir.options(), &warnings).ok());
+  CHECK(store.head() == 3);
+  CHECK(contains(warnings, "cut 2 unconfirmed record(s)"));
+  CHECK(read_entry(store, 3) == entry_text(3));
+}
+
+TEST_CASE("trailing records whose blob is missing or damaged are cut") {
+  ScratchDir dir;
+  {
+    Store store;
+    std::vector<std::string> warnings;
+    REQUIRE(store.open(dir.options(), &warnings).ok());
+    commit_range(store, 1, 4);
+  }
+  std::string h4 = sha256_hex(entry_text(4)), h3 = sha256_hex(entry_text(3));
+  REQUIRE(::unlink((dir.blobs() + "/" + h4.substr(0, 2) + "/" + h4.substr(2)).c_str()) == 0);
+  std::ofstream(dir.blobs() + "/" + h3.substr(0, 2) + "/" + h3.substr(2), std::ios::trunc) << "{\"x\"";
+  Store store;
+  std::vector<std::string> warnings;
+  REQUIRE(store.open(dir.options(), &warnings).ok());
+  CHECK(store.head() == 2);
+  CHECK(contains(warnings, "entries 3..4"));
+}
+
+TEST_CASE("a bad record in the middle is not repaired and the rest stays readable") {
+  ScratchDir dir;
+  {
+    Store store;
+    std::vector<std::string> warnings;
+    REQUIRE(store.open(dir.options(), &warnings).ok());
+    commit_range(store, 1, 5);
+  }
+  std::string h2 = sha256_hex(entry_text(2));
+  REQUIRE(::unlink((dir.blobs() + "/" + h2.substr(0, 2) + "/" + h2.substr(2)).c_str()) == 0);
+  Store store;
+  std::vector<std::string> warnings;
+  REQUIRE(store.open(dir.options(), &warnings).ok());
+  CHECK(warnings.empty());
+  CHECK(store.head() == 5);
+  CHECK(read_entry(store, 2).rfind("error: cannot open blob", 0) == 0);
+  CHECK(read_entry(store, 3) == entry_text(3));
+  CHECK(read_entry(store, 5) == entry_text(5));
+}
+
+TEST_CASE("leftover temporary blob files are removed at open") {
+  ScratchDir dir;
+  {
+    Store store;
+    std::vector<std::string> warnings;
+    REQUIRE(store.open(dir.options(), &warnings).ok());
+  }
+  std::ofstream(dir.blobs() + "/tmp/" + sha256_hex("half")) << "ha";
+  Store store;
+  std::vector<std::string> warnings;
+  REQUIRE(store.open(dir.options(), &warnings).ok());
+  CHECK(contains(warnings, "removed 1 unfinished blob"));
+  CHECK(::access((dir.blobs() + "/tmp/" + sha256_hex("half")).c_str(), F_OK) != 0);
+}
+
+TEST_CASE("a second store on the same directories is refused as in use") {
+  ScratchDir dir;
+  Store first;
+  std::vector<std::string> warnings;
+  REQUIRE(first.open(dir.options(), &warnings).ok());
+  Store second;
+  Status s = second.open(dir.options(), &warnings);
+  REQUIRE_FALSE(s.ok());
+  CHECK(s.error.find("is in use by pid " + std::to_string(::getpid())) != std::string::npos);
+}
+
+TEST_CASE("check reports a damaged blob and a malformed record with their indices") {
+  ScratchDir dir;
+  {
+    Store store;
+    std::vector<std::string> warnings;
+    REQUIRE(store.open(dir.options(), &warnings).ok());
+    commit_range(store, 1, 5);
+  }
+  std::string h2 = sha256_hex(entry_text(2));
+  std::ofstream(dir.blobs() + "/" + h2.substr(0, 2) + "/" + h2.substr(2), std::ios::trunc) << "{}";
+  {
+    int fd = ::open(dir.index_file().c_str(), O_WRONLY);
+    REQUIRE(fd >= 0);
+    REQUIRE(::pwrite(fd, "zz", 2, 3 * 65) == 2);  // record 4
+    ::close(fd);
+  }
+  Store store;
+  Store::Options o = dir.options();
+  o.check_only = true;
+  std::vector<std::string> warnings;
+  REQUIRE(store.open(o, &warnings).ok());
+  CheckReport report;
+  store.check(&report);
+  CHECK(report.entries == 5);
+  REQUIRE(report.problems.size() == 2);
+  CHECK(report.problems[0].rfind("entry 2: ", 0) == 0);
+  CHECK(report.problems[0].find("does not match its hash") != std::string::npos);
+  CHECK(report.problems[1] == "entry 4: malformed index record");
+}
+
+TEST_CASE("a failed commit leaves head and the index file unchanged") {
+  ScratchDir dir;
+  Store store;
+  std::vector<std::string> warnings;
+  REQUIRE(store.open(dir.options(), &warnings).ok());
+  commit_range(store, 1, 2);
+  // A directory where the temp file must go makes the blob write fail.
+  std::string hex = sha256_hex(entry_text(3));
+  REQUIRE(::mkdir((dir.blobs() + "/tmp/" + hex).c_str(), 0755) == 0);
+  std::string bytes = entry_text(3);
+  Status s = store.commit({hex}, {bytes});
+  CHECK_FALSE(s.ok());
+  CHECK(s.error.find(dir.blobs() + "/tmp/" + hex) != std::string::npos);
+  CHECK(store.head() == 2);
+  CHECK(file_size(dir.index_file()) == 2 * 65);
+  REQUIRE(::rmdir((dir.blobs() + "/tmp/" + hex).c_str()) == 0);
+  commit_range(store, 3, 3);
+  CHECK(store.head() == 3);
+  CHECK(read_entry(store, 3) == entry_text(3));
+}
