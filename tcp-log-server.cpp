@@ -834,13 +834,15 @@ void Server::fill_reader(Connection& c) {
 // Output: flush, close, sweep
 
 void Server::flush(Connection& c) {
+  // A fast reader keeps streaming within the pass while its socket takes more, but only for a
+  // few refills, so that one reader of a long log cannot starve the other connections.
+  int refills = 4;
   while (!c.dead && c.output.pending() > 0) {
     ssize_t n = ::send(c.fd, c.output.bytes.data() + c.output.sent, c.output.pending(),
                        MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       c.output.consumed(static_cast<size_t>(n));
-      // Keep a fast reader streaming within the pass while its socket takes more.
-      if (c.output.pending() == 0) fill_reader(c);
+      if (c.output.pending() == 0 && !shutting_down_ && refills-- > 0) fill_reader(c);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -934,8 +936,14 @@ int Server::run() {
     for (size_t i = first_conn; i < fds.size() && n > 0; i++) {
       Connection& c = *connections_[i - first_conn];
       if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) {
-        if (fds[i].events & POLLIN) read_input(c);
-        else if (fds[i].revents & POLLERR) c.dead = true;
+        if (fds[i].events & POLLIN) {
+          read_input(c);
+        } else if ((fds[i].revents & POLLERR) ||
+                   (c.output.pending() == 0 && !has_complete_line(c))) {
+          // Hung up both ways with nothing left to do: without this, poll() would report the
+          // hang-up on every pass.
+          c.dead = true;
+        }
       }
     }
     for (auto& c : connections_) dispatch_lines(*c);
@@ -948,9 +956,11 @@ int Server::run() {
     sweep();
 
     if (shutting_down_) {
-      bool flushed = true;
-      for (auto& c : connections_) flushed = flushed && c->output.pending() == 0;
-      if (flushed || now_ms() >= shutdown_deadline) {
+      // Done when every received line is answered and every answer is sent (or time is up).
+      bool done = true;
+      for (auto& c : connections_)
+        done = done && c->output.pending() == 0 && !(can_dispatch(*c) && has_complete_line(*c));
+      if (done || now_ms() >= shutdown_deadline) {
         for (auto& c : connections_) c->dead = true;
         sweep();
         g_log.line(kInfo, "stopped");
