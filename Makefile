@@ -8,7 +8,7 @@ PREFIX   ?= /usr/local
 SERVER_OBJS := sha256.o index.o
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
-.PHONY: all run test check-deps clean install
+.PHONY: all run test interop check-deps clean install
 all: tcp-log-server
 
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
@@ -52,6 +52,11 @@ test/%_test: test/%_test.cpp test/doctest_main.o $(SERVER_OBJS) $(wildcard test/
 
 test: tcp-log-server $(TESTS)
 	@set -e; for t in $(TESTS); do echo "== $$t"; ./$$t; done
+
+# Drop-in checks against the real npm packages (tcp-log-client 4 and 6, pino-pretty, and the
+# Node.js tcp-log-server for byte-identical storage), pinned by test/interop/package-lock.json.
+interop: tcp-log-server
+	cd test/interop && npm ci --no-audit --no-fund && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server npm test
 
 clean:
 	rm -f tcp-log-server *.o test/*.o $(TESTS) test/*.so
