@@ -100,6 +100,16 @@ bool parse_unsigned(std::string_view text, uint64_t max, uint64_t* out) {
   return true;
 }
 
+// HOST is an address literal (IPv6 optionally in brackets) or localhost: never a name lookup.
+bool valid_host(std::string literal) {
+  if (literal == "localhost") return true;
+  if (literal.size() > 2 && literal.front() == '[' && literal.back() == ']')
+    literal = literal.substr(1, literal.size() - 2);
+  unsigned char addr[sizeof(in6_addr)];
+  return ::inet_pton(AF_INET, literal.c_str(), addr) == 1 ||
+         ::inet_pton(AF_INET6, literal.c_str(), addr) == 1;
+}
+
 // Applies one setting by its flag name; `source` names where it came from, for the error.
 void apply_setting(Config* config, std::string_view name, const std::string& value,
                    const std::string& source) {
@@ -111,7 +121,7 @@ void apply_setting(Config* config, std::string_view name, const std::string& val
     if (!parse_unsigned(value, 65535, &n)) bad("an integer from 0 to 65535");
     config->port = static_cast<uint16_t>(n);
   } else if (name == "host") {
-    if (value.empty()) bad("an IP address or localhost");
+    if (!valid_host(value)) bad("an IP address literal or localhost");
     config->host = value;
   } else if (name == "blobs") {
     if (value.empty()) bad("a directory");
@@ -481,6 +491,7 @@ class Server {
   void dispatch(Connection& c, const Message& m, std::string_view line);
   void commit_batch();
   void fill_reader(Connection& c);
+  bool reader_can_fill(const Connection& c) const;  // more to send and room for it
   void flush(Connection& c);
   void close_finished(Connection& c);
   void sweep();
@@ -634,7 +645,9 @@ void Server::dispatch_lines(Connection& c) {
     size_t line_len = nl ? static_cast<size_t>(nl - begin) : avail;
     if (!nl) {
       c.scanned = avail;
-      if (avail > config_.max_message_bytes + 1) {
+      // The one byte allowed past the limit is the '\r' of a "\r\n" still to come.
+      if (avail > config_.max_message_bytes + 1 ||
+          (avail == config_.max_message_bytes + 1 && begin[avail - 1] != '\r')) {
         protocol_error(c, "message too large", "");
         return;
       }
@@ -801,6 +814,15 @@ void Server::append_entry(Connection& c, uint64_t index, std::string* records,
   out += "}\n";
 }
 
+bool Server::reader_can_fill(const Connection& c) const {
+  const ReadCursor& r = c.reader;
+  if (r.kind == ReadCursor::Kind::None || c.dead || shutting_down_ ||
+      c.output.pending() >= kOutputHighWater)
+    return false;
+  return r.next <= store_->head() || (!r.current_sent && r.next > r.current_at) ||
+         (r.kind == ReadCursor::Kind::Batch && r.remaining == 0);
+}
+
 void Server::fill_reader(Connection& c) {
   ReadCursor& r = c.reader;
   if (r.kind == ReadCursor::Kind::None || c.dead) return;
@@ -895,7 +917,7 @@ int Server::run() {
     // Lines already buffered (e.g. behind a write that is now confirmed) need no wait.
     bool ready = false;
     for (auto& c : connections_)
-      if (can_dispatch(*c) && has_complete_line(*c)) ready = true;
+      if ((can_dispatch(*c) && has_complete_line(*c)) || reader_can_fill(*c)) ready = true;
 
     fds.clear();
     fds.push_back({signal_pipe_[0], POLLIN, 0});
