@@ -355,7 +355,21 @@ Status Store::open(const Options& options, std::vector<std::string>* warnings) {
   }
   s = index_.open(options.index_dir, options.check_only, warnings);
   if (!s.ok()) return s;
-  return options.check_only ? Status::Ok() : recover_tail(warnings);
+  if (options.check_only) return Status::Ok();
+  s = recover_tail(warnings);
+  if (!s.ok() || options.sync == SyncMode::None) return s;
+  // What the last process wrote may still be only in the page cache: an append it was killed
+  // before syncing, or everything, if it ran with SYNC=none. Recovery above read it from there,
+  // and readers are about to; under SYNC=always none of it may be shown before it is durable.
+  for (const std::string* dir : {&options.blobs_dir, &options.index_dir}) {
+    int fd = ::open(dir->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return Status::Errno("cannot open directory", *dir, errno);
+    int rc = ::syncfs(fd);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0) return Status::Errno("cannot sync the file system of", *dir, err);
+  }
+  return Status::Ok();
 }
 
 Status Store::recover_tail(std::vector<std::string>* warnings) {
