@@ -38,6 +38,15 @@ struct ScratchDir {
   }
 };
 
+// Opens `store` on `dir`; returns its recovery warnings.
+std::vector<std::string> open_store(Store& store, const ScratchDir& dir,
+                                    SyncMode sync = SyncMode::Always) {
+  std::vector<std::string> warnings;
+  Status s = store.open(dir.options(sync), &warnings);
+  REQUIRE_MESSAGE(s.ok(), s.error);
+  return warnings;
+}
+
 std::string entry_text(int i) { return "{\"n\":" + std::to_string(i) + "}"; }
 
 // Commits entries entry_text(from..to) in one call.
@@ -90,8 +99,7 @@ bool contains(const std::vector<std::string>& lines, const std::string& needle) 
 TEST_CASE("commit appends contiguous records readable at any position") {
   ScratchDir dir;
   Store store;
-  std::vector<std::string> warnings;
-  REQUIRE(store.open(dir.options(), &warnings).ok());
+  std::vector<std::string> warnings = open_store(store, dir);
   CHECK(store.head() == 0);
   commit_range(store, 1, 10);
   commit_range(store, 11, 25);
@@ -108,8 +116,7 @@ TEST_CASE("commit appends contiguous records readable at any position") {
 TEST_CASE("blob is stored under its hash with exactly its bytes") {
   ScratchDir dir;
   Store store;
-  std::vector<std::string> warnings;
-  REQUIRE(store.open(dir.options(), &warnings).ok());
+  std::vector<std::string> warnings = open_store(store, dir);
   commit_range(store, 7, 7);
   std::string hex = sha256_hex(entry_text(7));
   CHECK(slurp(dir.blobs() + "/" + hex.substr(0, 2) + "/" + hex.substr(2)) == entry_text(7));
@@ -119,8 +126,7 @@ TEST_CASE("blob is stored under its hash with exactly its bytes") {
 TEST_CASE("the same entry twice shares one blob and gets two records") {
   ScratchDir dir;
   Store store;
-  std::vector<std::string> warnings;
-  REQUIRE(store.open(dir.options(), &warnings).ok());
+  std::vector<std::string> warnings = open_store(store, dir);
   commit_range(store, 3, 3);
   commit_range(store, 3, 3);
   CHECK(store.head() == 2);
@@ -135,13 +141,11 @@ TEST_CASE("reopen keeps head and entries") {
   ScratchDir dir;
   {
     Store store;
-    std::vector<std::string> warnings;
-    REQUIRE(store.open(dir.options(SyncMode::None), &warnings).ok());
+    open_store(store, dir, SyncMode::None);
     commit_range(store, 1, 100);
   }
   Store store;
-  std::vector<std::string> warnings;
-  REQUIRE(store.open(dir.options(), &warnings).ok());
+  std::vector<std::string> warnings = open_store(store, dir);
   CHECK(warnings.empty());
   CHECK(store.head() == 100);
   CHECK(read_entry(store, 1) == entry_text(1));
@@ -154,14 +158,12 @@ TEST_CASE("a torn trailing record is cut with a warning naming the bytes") {
   ScratchDir dir;
   {
     Store store;
-    std::vector<std::string> warnings;
-    REQUIRE(store.open(dir.options(), &warnings).ok());
+    std::vector<std::string> warnings = open_store(store, dir);
     commit_range(store, 1, 3);
   }
   append_bytes(dir.index_file(), std::string(sha256_hex("x").substr(0, 20)));
   Store store;
-  std::vector<std::string> warnings;
-  REQUIRE(store.open(dir.options(), &warnings).ok());
+  std::vector<std::string> warnings = open_store(store, dir);
   CHECK(store.head() == 3);
   CHECK(file_size(dir.index_file()) == 3 * 65);
   CHECK(contains(warnings, "20 byte(s)"));
@@ -171,14 +173,12 @@ TEST_CASE("malformed trailing records are cut from the tail") {
   ScratchDir dir;
   {
     Store store;
-    std::vector<std::string> warnings;
-    REQUIRE(store.open(dir.options(), &warnings).ok());
+    std::vector<std::string> warnings = open_store(store, dir);
     commit_range(store, 1, 3);
   }
   append_bytes(dir.index_file(), std::string(65 * 2, '\0'));  // zeros after a power cut
   Store store;
-  std::vector<std::string> warnings;
-  REQUIRE(store.open(dir.options(), &warnings).ok());
+  std::vector<std::string> warnings = open_store(store, dir);
   CHECK(store.head() == 3);
   CHECK(contains(warnings, "cut 2 unconfirmed record(s)"));
   CHECK(read_entry(store, 3) == entry_text(3));
@@ -188,16 +188,14 @@ TEST_CASE("trailing records whose blob is missing or damaged are cut") {
   ScratchDir dir;
   {
     Store store;
-    std::vector<std::string> warnings;
-    REQUIRE(store.open(dir.options(), &warnings).ok());
+    std::vector<std::string> warnings = open_store(store, dir);
     commit_range(store, 1, 4);
   }
   std::string h4 = sha256_hex(entry_text(4)), h3 = sha256_hex(entry_text(3));
   REQUIRE(::unlink((dir.blobs() + "/" + h4.substr(0, 2) + "/" + h4.substr(2)).c_str()) == 0);
   std::ofstream(dir.blobs() + "/" + h3.substr(0, 2) + "/" + h3.substr(2), std::ios::trunc) << "{\"x\"";
   Store store;
-  std::vector<std::string> warnings;
-  REQUIRE(store.open(dir.options(), &warnings).ok());
+  std::vector<std::string> warnings = open_store(store, dir);
   CHECK(store.head() == 2);
   CHECK(contains(warnings, "entries 3..4"));
 }
@@ -206,15 +204,13 @@ TEST_CASE("a bad record in the middle is not repaired and the rest stays readabl
   ScratchDir dir;
   {
     Store store;
-    std::vector<std::string> warnings;
-    REQUIRE(store.open(dir.options(), &warnings).ok());
+    std::vector<std::string> warnings = open_store(store, dir);
     commit_range(store, 1, 5);
   }
   std::string h2 = sha256_hex(entry_text(2));
   REQUIRE(::unlink((dir.blobs() + "/" + h2.substr(0, 2) + "/" + h2.substr(2)).c_str()) == 0);
   Store store;
-  std::vector<std::string> warnings;
-  REQUIRE(store.open(dir.options(), &warnings).ok());
+  std::vector<std::string> warnings = open_store(store, dir);
   CHECK(warnings.empty());
   CHECK(store.head() == 5);
   CHECK(read_entry(store, 2).rfind("error: cannot open blob", 0) == 0);
@@ -226,13 +222,11 @@ TEST_CASE("leftover temporary blob files are removed at open") {
   ScratchDir dir;
   {
     Store store;
-    std::vector<std::string> warnings;
-    REQUIRE(store.open(dir.options(), &warnings).ok());
+    std::vector<std::string> warnings = open_store(store, dir);
   }
   std::ofstream(dir.blobs() + "/tmp/" + sha256_hex("half")) << "ha";
   Store store;
-  std::vector<std::string> warnings;
-  REQUIRE(store.open(dir.options(), &warnings).ok());
+  std::vector<std::string> warnings = open_store(store, dir);
   CHECK(contains(warnings, "removed 1 unfinished blob"));
   CHECK(::access((dir.blobs() + "/tmp/" + sha256_hex("half")).c_str(), F_OK) != 0);
 }
@@ -240,8 +234,7 @@ TEST_CASE("leftover temporary blob files are removed at open") {
 TEST_CASE("a second store on the same directories is refused as in use") {
   ScratchDir dir;
   Store first;
-  std::vector<std::string> warnings;
-  REQUIRE(first.open(dir.options(), &warnings).ok());
+  std::vector<std::string> warnings = open_store(first, dir);
   Store second;
   Status s = second.open(dir.options(), &warnings);
   REQUIRE_FALSE(s.ok());
@@ -252,8 +245,7 @@ TEST_CASE("check reports a damaged blob and a malformed record with their indice
   ScratchDir dir;
   {
     Store store;
-    std::vector<std::string> warnings;
-    REQUIRE(store.open(dir.options(), &warnings).ok());
+    std::vector<std::string> warnings = open_store(store, dir);
     commit_range(store, 1, 5);
   }
   std::string h2 = sha256_hex(entry_text(2));
@@ -281,8 +273,7 @@ TEST_CASE("check reports a damaged blob and a malformed record with their indice
 TEST_CASE("a failed commit leaves head and the index file unchanged") {
   ScratchDir dir;
   Store store;
-  std::vector<std::string> warnings;
-  REQUIRE(store.open(dir.options(), &warnings).ok());
+  std::vector<std::string> warnings = open_store(store, dir);
   commit_range(store, 1, 2);
   // A directory where the temp file must go makes the blob write fail.
   std::string hex = sha256_hex(entry_text(3));
