@@ -158,21 +158,35 @@ std::string BlobStore::path_of(std::string_view hex) const {
 }
 
 bool BlobStore::exists(std::string_view hex) const {
+  if (!suspect_.empty() && suspect_.count(std::string(hex))) return false;
   struct stat st;
   return ::stat(path_of(hex).c_str(), &st) == 0;
 }
 
 Status BlobStore::ensure_subdir(std::string_view hex, std::vector<std::string>* dirty_dirs) {
   int slot = hex_value(hex[0]) * 16 + hex_value(hex[1]);
-  if (subdir_known_[slot]) return Status::Ok();
+  if (subdir_durable_[slot]) return Status::Ok();
   std::string sub = dir_ + "/" + std::string(hex.substr(0, 2));
-  if (::mkdir(sub.c_str(), 0755) == 0) {
-    dirty_dirs->push_back(dir_);  // BLOBS gained the name hh
-  } else if (errno != EEXIST) {
+  if (::mkdir(sub.c_str(), 0755) != 0 && errno != EEXIST)
     return Status::Errno("cannot create directory", sub, errno);
-  }
-  subdir_known_[slot] = true;
+  // New, or made by a run or a batch whose sync of BLOBS may have failed: BLOBS is synced in
+  // this batch either way, once per hh/ in the life of the process.
+  dirty_dirs->push_back(dir_);
+  batch_slots_.push_back(slot);
   return Status::Ok();
+}
+
+void BlobStore::end_batch(bool committed, const std::vector<std::string_view>& created) {
+  if (committed) {
+    for (int slot : batch_slots_) subdir_durable_[slot] = true;
+    for (std::string_view hex : created) suspect_.erase(std::string(hex));
+  } else {
+    // A blob this batch created may sit under its final name without its name being durable;
+    // were it kept, a later write of the same entry would skip it and confirm on its strength.
+    for (std::string_view hex : created)
+      if (::unlink(path_of(hex).c_str()) != 0 && errno != ENOENT) suspect_.insert(std::string(hex));
+  }
+  batch_slots_.clear();
 }
 
 Status BlobStore::put(std::string_view hex, std::string_view bytes, bool sync,
@@ -273,10 +287,15 @@ Status IndexFile::open(const std::string& dir, bool read_only, std::vector<std::
 
 Status IndexFile::append(std::string_view records) {
   off_t old_size = static_cast<off_t>(head_ * kRecordSize);
+  if (cut_pending_) {
+    if (::ftruncate(fd_, old_size) != 0)
+      return Status::Errno("cannot cut a failed append from index", path_, errno);
+    cut_pending_ = false;
+  }
   int err = pwrite_all(fd_, records.data(), records.size(), old_size);
   if (err != 0) {
     // Whatever part of the records reached the file must not be mistaken for entries later.
-    rollback(head_);
+    rollback(head_, records.size());
     return Status::Errno("cannot append to index", path_, err);
   }
   head_ += records.size() / kRecordSize;
@@ -305,12 +324,18 @@ Status IndexFile::read(uint64_t first, size_t count, std::string* records) const
   return Status::Ok();
 }
 
-void IndexFile::rollback(uint64_t old_head) {
-  // Best effort: if the cut fails, the next append overwrites the same offsets anyway,
-  // and recovery cuts unconfirmed garbage at the tail.
-  if (::ftruncate(fd_, static_cast<off_t>(old_head * kRecordSize)) != 0) {
-  }
+void IndexFile::rollback(uint64_t old_head, size_t appended_bytes) {
   head_ = old_head;
+  const off_t old_size = static_cast<off_t>(old_head * kRecordSize);
+  if (::ftruncate(fd_, old_size) == 0) return;
+  // The cut failed too. Records a reader never saw and nobody was confirmed must still not
+  // come back as entries after a restart: blank them, so that recovery sees malformed records
+  // and cuts them, and cut them for real before the next append.
+  cut_pending_ = true;
+  std::string zeros(appended_bytes, '\0');
+  if (pwrite_all(fd_, zeros.data(), zeros.size(), old_size) != 0) {
+    // Nothing more can be done here; the next append retries the cut before writing.
+  }
 }
 
 Status IndexFile::truncate(uint64_t new_head) {
@@ -422,13 +447,9 @@ Status Store::commit(const std::vector<std::string_view>& hashes,
     s = index_.sync();
     // After a failed fsync the page cache may hold records the disk never got; they must not
     // be served or confirmed, now or after a retry (the fsyncgate lesson).
-    if (!s.ok()) index_.rollback(old_head);
+    if (!s.ok()) index_.rollback(old_head, records.size());
   }
-  if (!s.ok()) {
-    // A blob this batch created may sit under its final name without its name being durable;
-    // were it kept, a later write of the same entry would skip it and confirm on its strength.
-    for (std::string_view hex : created) ::unlink(blobs_.path_of(hex).c_str());
-  }
+  blobs_.end_batch(s.ok(), created);
   return s;
 }
 

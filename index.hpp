@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 constexpr size_t kRecordSize = 65;
@@ -58,6 +59,9 @@ class BlobStore {
   // that gained a name are added to *dirty_dirs (as open fds' paths) for sync_dirs().
   Status put(std::string_view hex, std::string_view bytes, bool sync,
              std::vector<std::string>* dirty_dirs);
+  // After a batch's put()s: on failure, removes the blobs it created (a name whose sync failed
+  // must not be trusted by "exists"; those that cannot be removed are rewritten next time).
+  void end_batch(bool committed, const std::vector<std::string_view>& created);
   // fsyncs each directory once.
   static Status sync_dirs(std::vector<std::string>* dirs);
   // Reads a blob and verifies that its bytes hash to its name.
@@ -67,7 +71,9 @@ class BlobStore {
   Status ensure_subdir(std::string_view hex, std::vector<std::string>* dirty_dirs);
   std::string dir_;
   std::string tmp_dir_;
-  bool subdir_known_[256] = {};  // hh/ directories known to exist
+  bool subdir_durable_[256] = {};  // hh/ directories whose name in BLOBS is known synced
+  std::vector<int> batch_slots_;     // hh/ slots whose BLOBS sync rides on the current batch
+  std::unordered_set<std::string> suspect_;  // blobs of failed batches that could not be removed
 };
 
 // The ordered list of entry hashes. Owns one file; never decides when to sync.
@@ -88,8 +94,9 @@ class IndexFile {
   Status sync();
   // Reads records first..first+count-1 (1-based, within head) as raw bytes.
   Status read(uint64_t first, size_t count, std::string* records) const;
-  // Forgets records past `old_head` after a failed append or sync: cuts the file back.
-  void rollback(uint64_t old_head);
+  // Forgets records past `old_head` after a failed append or sync of `appended_bytes`: cuts the
+  // file back (or, if even that fails, blanks them and cuts before the next append).
+  void rollback(uint64_t old_head, size_t appended_bytes);
   // Cuts the index back to `new_head` records and syncs the cut (recovery).
   Status truncate(uint64_t new_head);
 
@@ -97,6 +104,7 @@ class IndexFile {
   int fd_ = -1;
   uint64_t head_ = 0;
   std::string path_;
+  bool cut_pending_ = false;  // a rollback's ftruncate failed; retried before the next append
 };
 
 // True when `record` is 64 lowercase hex digits followed by '\n'.

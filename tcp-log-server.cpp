@@ -11,6 +11,8 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -48,6 +50,8 @@ constexpr size_t kRecentEntriesBytes = 8 * 1024 * 1024;
 // How long a graceful stop keeps flushing output to peers before it closes them.
 constexpr int kShutdownFlushMs = 3000;
 constexpr size_t kReadChunk = 64 * 1024;
+// How long a closing connection waits for the peer to acknowledge the last replies.
+constexpr int64_t kLingerMs = 2000;
 
 // =============================================================================================
 // Configuration
@@ -395,6 +399,7 @@ struct Connection {
   bool input_closed = false;    // the peer shut down its sending side
   bool close_when_done = false; // a protocol error: no more input; close once flushed
   bool dead = false;            // to be removed at the end of the pass
+  int64_t linger_until_ms = 0;  // closing: our FIN is sent, waiting for the peer's ACKs
 
   OutputBuffer output;
   size_t pending_writes = 0;  // writes of this connection in the current batch
@@ -875,14 +880,31 @@ void Server::flush(Connection& c) {
 
 void Server::close_finished(Connection& c) {
   if (c.dead || c.output.pending() > 0 || c.pending_writes > 0) return;
+  bool finished;
   if (c.close_when_done) {
-    c.dead = true;
-    return;
+    finished = true;
+  } else if (shutting_down_) {
+    // Stopping: once every line it can still dispatch is answered.
+    finished = !(can_dispatch(c) && has_complete_line(c));
+  } else {
+    // After a half-close: once every line is answered and a read has reached "current".
+    finished = c.input_closed && c.input.size() == c.input_start &&
+               (c.reader.kind == ReadCursor::Kind::None || c.reader.current_sent);
   }
-  // After a half-close: once every line is answered and a read has reached "current".
-  if (c.input_closed && c.input.size() == c.input_start &&
-      (c.reader.kind == ReadCursor::Kind::None || c.reader.current_sent))
-    c.dead = true;
+  if (!finished) return;
+  if (!c.input_closed) {
+    // The peer may still be sending. close() with unread input sends a reset, and a reset
+    // throws away whatever of our replies the peer's kernel has not acknowledged yet: so
+    // send our FIN, and close only once every byte we sent is acknowledged, or time is up.
+    if (c.linger_until_ms == 0) {
+      ::shutdown(c.fd, SHUT_WR);
+      c.linger_until_ms = now_ms() + kLingerMs;
+    }
+    int unacked = 0;
+    if (::ioctl(c.fd, SIOCOUTQ, &unacked) == 0 && unacked > 0 && now_ms() < c.linger_until_ms)
+      return;
+  }
+  c.dead = true;
 }
 
 void Server::sweep() {
@@ -933,9 +955,13 @@ int Server::run() {
       if (c->output.pending() > 0) events |= POLLOUT;
       fds.push_back({c->fd, events, 0});
     }
+    bool lingering = false;
+    for (auto& c : connections_) lingering = lingering || c->linger_until_ms != 0;
     int timeout = ready ? 0 : -1;
+    // Acknowledgements wake nobody: look again soon while a connection waits for them.
+    if (lingering && !ready) timeout = 10;
     if (!accepting && !shutting_down_) timeout = ready ? 0 : 100;
-    if (shutting_down_) timeout = 50;
+    if (shutting_down_ && !ready) timeout = 10;
     int n = ::poll(fds.data(), fds.size(), timeout);
     if (n < 0 && errno != EINTR) {
       g_log.line(kFatal, "poll failed", Log::Fields().str("error", std::strerror(errno)));
@@ -978,11 +1004,8 @@ int Server::run() {
     sweep();
 
     if (shutting_down_) {
-      // Done when every received line is answered and every answer is sent (or time is up).
-      bool done = true;
-      for (auto& c : connections_)
-        done = done && c->output.pending() == 0 && !(can_dispatch(*c) && has_complete_line(*c));
-      if (done || now_ms() >= shutdown_deadline) {
+      // Done when every connection is closed by close_finished(), or time is up.
+      if (connections_.empty() || now_ms() >= shutdown_deadline) {
         for (auto& c : connections_) c->dead = true;
         sweep();
         g_log.line(kInfo, "stopped");
