@@ -8,7 +8,7 @@ PREFIX   ?= /usr/local
 SERVER_OBJS := sha256.o index.o
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
-.PHONY: all run test interop check-deps clean install
+.PHONY: all run test interop bench crash-soak check-deps clean install
 all: tcp-log-server
 
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
@@ -50,8 +50,21 @@ test/doctest_main.o: test/doctest_main.cpp | check-deps
 test/%_test: test/%_test.cpp test/doctest_main.o $(SERVER_OBJS) $(wildcard test/*.hpp) json.hpp sha256.hpp index.hpp | check-deps
 	$(CXX) $(CXXFLAGS) -I. -o $@ $< test/doctest_main.o $(SERVER_OBJS)
 
-test: tcp-log-server $(TESTS)
+# Preloaded by the fault tests to make one write short (k < n bytes) at a chosen moment.
+test/short_write_shim.so: test/short_write_shim.c
+	$(CC) -O2 -Wall -Wextra -shared -fPIC -o $@ $< -ldl
+
+test: tcp-log-server $(TESTS) test/short_write_shim.so
 	@set -e; for t in $(TESTS); do echo "== $$t"; ./$$t; done
+
+# Long runs outside CI: ROUNDS kill -9 rounds per SYNC mode (make crash-soak ROUNDS=1000).
+ROUNDS ?= 300
+crash-soak: tcp-log-server test/durability_test
+	ROUNDS=$(ROUNDS) sh test/crash_soak.sh
+
+# Write and read throughput over loopback; figures in the README's Performance section.
+bench: tcp-log-server
+	bash test/bench.sh
 
 # Drop-in checks against the real npm packages (tcp-log-client 4 and 6, pino-pretty, and the
 # Node.js tcp-log-server for byte-identical storage), pinned by test/interop/package-lock.json.
@@ -59,4 +72,4 @@ interop: tcp-log-server
 	cd test/interop && npm ci --no-audit --no-fund && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server npm test
 
 clean:
-	rm -f tcp-log-server *.o test/*.o $(TESTS) test/*.so
+	rm -f tcp-log-server *.o test/*.o $(TESTS) test/*.so test/write_bench
