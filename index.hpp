@@ -18,6 +18,10 @@ constexpr size_t kRecordSize = 65;
 // Entries made durable by one index append and one sync. Recovery inspects at most this many
 // records at the tail, because only the last, unsynced append can have left garbage there.
 constexpr size_t kMaxBatchEntries = 4096;
+// From this many new blobs in a SYNC=always batch on, two syncfs() calls replace one fdatasync
+// per blob (README, "Durability"); below it, fdatasync keeps a small batch's latency free of
+// other processes' unwritten data on the same file system.
+constexpr size_t kSyncfsMinBlobs = 8;
 
 // The result of a store operation: empty when it succeeded, else what failed, where, and why.
 struct Status {
@@ -55,11 +59,17 @@ class BlobStore {
   void set_dir(const std::string& dir) { dir_ = dir; }  // for reading only (--check)
   std::string path_of(std::string_view hex) const;
   bool exists(std::string_view hex) const;
-  // Writes a new blob: temp file, fdatasync when `sync`, rename into place. The directories
-  // that gained a name are added to *dirty_dirs (as open fds' paths) for sync_dirs().
-  Status put(std::string_view hex, std::string_view bytes, bool sync,
-             std::vector<std::string>* dirty_dirs);
-  // After a batch's put()s: on failure, removes the blobs it created (a name whose sync failed
+  // A new blob is written in two steps. First to BLOBS/tmp/<hex>, with fdatasync when `sync`
+  // (on failure the temp file is removed)...
+  Status write_temp(std::string_view hex, std::string_view bytes, bool sync);
+  // ...then renamed into place (making hh/ if needed). The directories that gained a name are
+  // added to *dirty_dirs for sync_dirs(). On failure the temp file is removed.
+  Status rename_into_place(std::string_view hex, std::vector<std::string>* dirty_dirs);
+  void remove_temp(std::string_view hex) const;
+  // syncfs() on the blobs' file system, where it reports write-back errors (Linux >= 5.8).
+  bool can_sync_filesystem() const { return can_sync_filesystem_; }
+  Status sync_filesystem();
+  // After a batch's blobs: on failure, removes the blobs it created (a name whose sync failed
   // must not be trusted by "exists"; those that cannot be removed are rewritten next time).
   void end_batch(bool committed, const std::vector<std::string_view>& created);
   // fsyncs each directory once.
@@ -69,7 +79,10 @@ class BlobStore {
 
  private:
   Status ensure_subdir(std::string_view hex, std::vector<std::string>* dirty_dirs);
+  std::string temp_path(std::string_view hex) const;
   std::string dir_;
+  int dir_fd_ = -1;  // BLOBS, for syncfs()
+  bool can_sync_filesystem_ = false;
   std::string tmp_dir_;
   bool subdir_durable_[256] = {};  // hh/ directories whose name in BLOBS is known synced
   std::vector<int> batch_slots_;     // hh/ slots whose BLOBS sync rides on the current batch

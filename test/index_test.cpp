@@ -289,3 +289,49 @@ TEST_CASE("a failed commit leaves head and the index file unchanged") {
   CHECK(store.head() == 3);
   CHECK(read_entry(store, 3) == entry_text(3));
 }
+
+TEST_CASE("a large batch of new blobs under SYNC=always is stored whole") {
+  // Eight or more new blobs take the syncfs path where the kernel reports its errors.
+  ScratchDir dir;
+  Store store;
+  open_store(store, dir);
+  commit_range(store, 1, static_cast<int>(kSyncfsMinBlobs) * 3);
+  CHECK(store.head() == kSyncfsMinBlobs * 3);
+  for (int i = 1; i <= static_cast<int>(kSyncfsMinBlobs) * 3; i++) CHECK(read_entry(store, i) == entry_text(i));
+  CheckReport report;
+  store.check(&report);
+  CHECK(report.problems.empty());
+  CHECK(report.distinct_blobs == kSyncfsMinBlobs * 3);
+}
+
+TEST_CASE("a large batch that fails midway leaves no blob, no temp file and no record") {
+  ScratchDir dir;
+  Store store;
+  open_store(store, dir);
+  commit_range(store, 1, 1);
+  // The hh/ of the fifth new blob is a regular file: its rename fails (ENOTDIR) after the
+  // blobs before it were renamed into place.
+  const int first = 2, count = static_cast<int>(kSyncfsMinBlobs) + 2;
+  std::string blocked = sha256_hex(entry_text(first + 4));
+  std::string blocked_dir = dir.blobs() + "/" + blocked.substr(0, 2);
+  REQUIRE(::access(blocked_dir.c_str(), F_OK) != 0);
+  std::ofstream(blocked_dir) << "in the way";
+  std::vector<std::string> bytes, hashes;
+  for (int i = first; i < first + count; i++) {
+    bytes.push_back(entry_text(i));
+    hashes.push_back(sha256_hex(bytes.back()));
+  }
+  Status s = store.commit({hashes.begin(), hashes.end()}, {bytes.begin(), bytes.end()});
+  REQUIRE_FALSE(s.ok());
+  CHECK(s.error.find("cannot rename blob into place " + blocked_dir + "/") == 0);
+  CHECK(store.head() == 1);
+  CHECK(file_size(dir.index_file()) == 65);
+  for (const std::string& h : hashes) {
+    CHECK(::access((dir.blobs() + "/tmp/" + h).c_str(), F_OK) != 0);
+    CHECK(::access((dir.blobs() + "/" + h.substr(0, 2) + "/" + h.substr(2)).c_str(), F_OK) != 0);
+  }
+  REQUIRE(::unlink(blocked_dir.c_str()) == 0);
+  commit_range(store, first, first + count - 1);
+  CHECK(store.head() == static_cast<uint64_t>(1 + count));
+  CHECK(read_entry(store, 1 + count) == entry_text(first + count - 1));
+}

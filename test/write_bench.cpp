@@ -1,0 +1,412 @@
+// Load generator for tcp-log-server, over loopback. One thread, one poll() over all sockets.
+//
+//   write mode: C connections, each sends up to M writes keeping at most W unconfirmed
+//               (W=1: one at a time; W>1: pipelined). Measures confirmed writes/s and the
+//               latency from queueing a write to receiving its {"id":..,"index":N}.
+//   read mode:  one connection sends {"from":F} and counts entries until {"current":true}.
+//
+// Options (flag wins over environment variable):
+//   --host H     BENCH_HOST     127.0.0.1
+//   --port P     BENCH_PORT     (required)
+//   --mode M     BENCH_MODE     write | read              (write)
+//   --conns C    BENCH_CONNS    connections               (1)
+//   --writes M   BENCH_WRITES   writes per connection     (1000)
+//   --window W   BENCH_WINDOW   max unconfirmed per conn  (1)
+//   --size S     BENCH_SIZE     canonical entry bytes     (200)
+//   --seconds T  BENCH_SECONDS  stop issuing after T s; 0 = no limit (0)
+//   --warmup U   BENCH_WARMUP   leave out of the figures the writes queued in the first U s,
+//                               and count writes/s from U on (0)
+//   --from F     BENCH_FROM     read mode start index     (1)
+//   --label L    BENCH_LABEL    free text put in the summary line
+// Prints one summary line of key=value pairs; exit 0 when every write was confirmed (or the
+// read reached {"current":true}), 1 on errors, 2 on bad usage. A run with no progress for
+// 30 s gives up, so it never hangs.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr double kStallSeconds = 30;
+
+double secs_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct Options {
+  std::string host = "127.0.0.1";
+  int port = 0;
+  std::string mode = "write";
+  long conns = 1, writes = 1000, window = 1, size = 200, from = 1;
+  double seconds = 0, warmup = 0;
+  std::string label;
+};
+
+[[noreturn]] void usage(const char* what) {
+  std::fprintf(stderr,
+               "write_bench: %s\nusage: write_bench --port P [--mode write|read] [--conns C] "
+               "[--writes M] [--window W] [--size S] [--seconds T] [--warmup U] [--from F] "
+               "[--host H] "
+               "[--label L]\n",
+               what);
+  std::exit(2);
+}
+
+long to_long(const char* name, const char* v, long min) {
+  char* end = nullptr;
+  errno = 0;
+  long n = std::strtol(v, &end, 10);
+  if (errno != 0 || end == v || *end != '\0' || n < min) {
+    std::string msg = std::string("bad value for ") + name + ": " + v;
+    usage(msg.c_str());
+  }
+  return n;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  auto env = [](const char* n) { return std::getenv(n); };
+  if (auto v = env("BENCH_HOST")) o.host = v;
+  if (auto v = env("BENCH_PORT")) o.port = static_cast<int>(to_long("BENCH_PORT", v, 1));
+  if (auto v = env("BENCH_MODE")) o.mode = v;
+  if (auto v = env("BENCH_CONNS")) o.conns = to_long("BENCH_CONNS", v, 1);
+  if (auto v = env("BENCH_WRITES")) o.writes = to_long("BENCH_WRITES", v, 1);
+  if (auto v = env("BENCH_WINDOW")) o.window = to_long("BENCH_WINDOW", v, 1);
+  if (auto v = env("BENCH_SIZE")) o.size = to_long("BENCH_SIZE", v, 1);
+  if (auto v = env("BENCH_SECONDS")) o.seconds = static_cast<double>(to_long("BENCH_SECONDS", v, 0));
+  if (auto v = env("BENCH_WARMUP")) o.warmup = static_cast<double>(to_long("BENCH_WARMUP", v, 0));
+  if (auto v = env("BENCH_FROM")) o.from = to_long("BENCH_FROM", v, 0);
+  if (auto v = env("BENCH_LABEL")) o.label = v;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    if (a == "-h" || a == "--help") usage("help");
+    if (i + 1 >= argc) usage(("missing value for " + a).c_str());
+    const char* v = argv[++i];
+    if (a == "--host") o.host = v;
+    else if (a == "--port") o.port = static_cast<int>(to_long("--port", v, 1));
+    else if (a == "--mode") o.mode = v;
+    else if (a == "--conns") o.conns = to_long("--conns", v, 1);
+    else if (a == "--writes") o.writes = to_long("--writes", v, 1);
+    else if (a == "--window") o.window = to_long("--window", v, 1);
+    else if (a == "--size") o.size = to_long("--size", v, 1);
+    else if (a == "--seconds") o.seconds = static_cast<double>(to_long("--seconds", v, 0));
+    else if (a == "--warmup") o.warmup = static_cast<double>(to_long("--warmup", v, 0));
+    else if (a == "--from") o.from = to_long("--from", v, 0);
+    else if (a == "--label") o.label = v;
+    else usage(("unknown option " + a).c_str());
+  }
+  if (o.port <= 0 || o.port > 65535) usage("--port is required (1..65535)");
+  if (o.mode != "write" && o.mode != "read") usage("--mode must be write or read");
+  if (o.conns > 1000) usage("--conns at most 1000");
+  return o;
+}
+
+int connect_to(const Options& o) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(o.port));
+  if (::inet_pton(AF_INET, o.host.c_str(), &sa.sin_addr) != 1) usage("--host must be an IPv4 literal");
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    std::perror("socket");
+    std::exit(1);
+  }
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    std::fprintf(stderr, "write_bench: connect %s:%d: %s\n", o.host.c_str(), o.port,
+                 std::strerror(errno));
+    std::exit(1);
+  }
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return fd;
+}
+
+// Sends what it can of out[*off..]; false when the connection failed.
+bool send_some(int fd, const std::string& out, size_t* off) {
+  while (*off < out.size()) {
+    ssize_t n = ::send(fd, out.data() + *off, out.size() - *off, MSG_NOSIGNAL);
+    if (n > 0) {
+      *off += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    if (n < 0 && errno == EINTR) continue;
+    return false;
+  }
+  return true;
+}
+
+double percentile(const std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  size_t i = static_cast<size_t>(p * static_cast<double>(sorted.size() - 1) + 0.5);
+  return sorted[std::min(i, sorted.size() - 1)];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Write mode
+
+struct Conn {
+  int fd = -1;
+  long sent = 0, confirmed = 0, errors = 0;
+  std::deque<std::pair<long, Clock::time_point>> inflight;  // seq, queued at
+  std::string out;
+  size_t out_off = 0;
+  std::string in;
+  bool failed = false;
+};
+
+// An entry whose canonical form ({"c":..,"i":..,"n":"..","p":"xxx"}) is `size` bytes where
+// possible; "n" makes every run's entries (and so blobs) new.
+std::string make_line(long conn, long seq, long size, const std::string& nonce) {
+  std::string id = std::to_string(conn) + "-" + std::to_string(seq);
+  std::string entry = "{\"c\":" + std::to_string(conn) + ",\"i\":" + std::to_string(seq) +
+                      ",\"n\":\"" + nonce + "\",\"p\":\"";
+  size_t fixed = entry.size() + 2;  // + "\"}"
+  if (static_cast<size_t>(size) > fixed) entry.append(static_cast<size_t>(size) - fixed, 'x');
+  entry += "\"}";
+  return "{\"id\":\"" + id + "\",\"entry\":" + entry + "}\n";
+}
+
+int run_write(const Options& o) {
+  char nonce[48];
+  std::snprintf(nonce, sizeof nonce, "%ld.%ld", static_cast<long>(::getpid()),
+                static_cast<long>(Clock::now().time_since_epoch().count() % 1000000000));
+  std::vector<Conn> conns(static_cast<size_t>(o.conns));
+  for (auto& c : conns) c.fd = connect_to(o);
+  std::vector<double> lat_us;
+  lat_us.reserve(static_cast<size_t>(std::min<long>(o.conns * o.writes, 50'000'000)));
+  std::vector<uint64_t> indices;
+  indices.reserve(lat_us.capacity());
+  long mismatched = 0;
+  const auto t0 = Clock::now();
+  const auto measured_from = t0 + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(o.warmup));
+  long measured = 0;  // confirmations of writes queued after the warm-up
+  auto last_progress = t0;
+  bool issuing = true;
+  std::vector<pollfd> fds(conns.size());
+  char buf[65536];
+  for (;;) {
+    if (issuing && o.seconds > 0 && secs_since(t0) >= o.seconds) issuing = false;
+    bool busy = false;
+    for (size_t k = 0; k < conns.size(); k++) {
+      Conn& c = conns[k];
+      if (c.failed) continue;
+      if (c.out_off == c.out.size()) {
+        c.out.clear();
+        c.out_off = 0;
+      }
+      while (issuing && c.sent < o.writes && static_cast<long>(c.inflight.size()) < o.window) {
+        c.out += make_line(static_cast<long>(k), c.sent, o.size, nonce);
+        c.inflight.emplace_back(c.sent, Clock::now());
+        c.sent++;
+      }
+      if (!send_some(c.fd, c.out, &c.out_off)) c.failed = true;
+      if (!c.inflight.empty() && !c.failed) busy = true;
+    }
+    if (!busy) break;
+    for (size_t k = 0; k < conns.size(); k++) {
+      fds[k].fd = conns[k].failed ? -1 : conns[k].fd;
+      fds[k].events = POLLIN | (conns[k].out_off < conns[k].out.size() ? POLLOUT : 0);
+      fds[k].revents = 0;
+    }
+    int n = ::poll(fds.data(), fds.size(), 1000);
+    if (n < 0 && errno != EINTR) {
+      std::perror("poll");
+      return 1;
+    }
+    for (size_t k = 0; k < conns.size() && n > 0; k++) {
+      Conn& c = conns[k];
+      if (!(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      for (;;) {
+        ssize_t r = ::recv(c.fd, buf, sizeof buf, 0);
+        if (r > 0) {
+          c.in.append(buf, static_cast<size_t>(r));
+          continue;
+        }
+        if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) c.failed = true;
+        break;
+      }
+      const auto now = Clock::now();
+      size_t start = 0;
+      for (;;) {
+        size_t nl = c.in.find('\n', start);
+        if (nl == std::string::npos) break;
+        std::string_view line(c.in.data() + start, nl - start);
+        start = nl + 1;
+        if (c.inflight.empty()) {
+          mismatched++;
+          continue;
+        }
+        auto [seq, queued] = c.inflight.front();
+        c.inflight.pop_front();
+        std::string want = "{\"id\":\"" + std::to_string(k) + "-" + std::to_string(seq) + "\",";
+        if (line.compare(0, want.size(), want) != 0) mismatched++;
+        size_t ip = line.find("\"index\":");
+        if (ip == std::string_view::npos) {
+          c.errors++;
+          continue;
+        }
+        c.confirmed++;
+        indices.push_back(std::strtoull(line.data() + ip + 8, nullptr, 10));
+        if (queued >= measured_from) {
+          measured++;
+          lat_us.push_back(std::chrono::duration<double, std::micro>(now - queued).count());
+        }
+        last_progress = now;
+      }
+      c.in.erase(0, start);
+    }
+    if (std::chrono::duration<double>(Clock::now() - last_progress).count() > kStallSeconds) {
+      std::fprintf(stderr, "write_bench: no confirmation for %.0f s, giving up\n", kStallSeconds);
+      break;
+    }
+  }
+  const double elapsed = secs_since(t0);
+  const double measured_secs = elapsed - o.warmup;
+  long sent = 0, confirmed = 0, errors = 0, failed = 0;
+  for (auto& c : conns) {
+    sent += c.sent;
+    confirmed += c.confirmed;
+    errors += c.errors;
+    failed += c.failed ? 1 : 0;
+    ::close(c.fd);
+  }
+  // Indices handed out in this run must be distinct and, with no other writer, contiguous.
+  std::sort(indices.begin(), indices.end());
+  bool contiguous = indices.empty() ||
+                    (std::adjacent_find(indices.begin(), indices.end()) == indices.end() &&
+                     indices.back() - indices.front() + 1 == indices.size());
+  std::sort(lat_us.begin(), lat_us.end());
+  std::printf(
+      "mode=write label=%s conns=%ld window=%ld size=%ld sent=%ld confirmed=%ld errors=%ld "
+      "mismatched=%ld failed_conns=%ld contiguous=%s secs=%.3f warmup=%.0f measured=%ld "
+      "writes_per_s=%.0f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f\n",
+      o.label.empty() ? "-" : o.label.c_str(), o.conns, o.window, o.size, sent, confirmed, errors,
+      mismatched, failed, contiguous ? "yes" : "no", elapsed, o.warmup, measured,
+      measured_secs > 0 ? static_cast<double>(measured) / measured_secs : 0.0,
+      percentile(lat_us, 0.50) / 1000, percentile(lat_us, 0.99) / 1000,
+      lat_us.empty() ? 0.0 : lat_us.back() / 1000);
+  return (confirmed == sent && errors == 0 && mismatched == 0 && failed == 0 && contiguous) ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read mode
+
+int run_read(const Options& o) {
+  int fd = connect_to(o);
+  std::string req = "{\"from\":" + std::to_string(o.from) + "}\n";
+  size_t off = 0;
+  const auto t0 = Clock::now();
+  auto last_progress = t0;
+  while (off < req.size()) {
+    if (!send_some(fd, req, &off)) {
+      std::fprintf(stderr, "write_bench: send failed\n");
+      return 1;
+    }
+  }
+  std::vector<char> buf(1 << 18);
+  std::string partial;  // the unterminated tail of the last chunk
+  long entries = 0, errors = 0, other = 0;
+  uint64_t bytes = 0;
+  bool current = false, closed = false;
+  double first_byte = -1;
+  while (!current && !closed) {
+    pollfd p{fd, POLLIN, 0};
+    int n = ::poll(&p, 1, 1000);
+    if (n < 0 && errno != EINTR) {
+      std::perror("poll");
+      return 1;
+    }
+    if (secs_since(last_progress) > kStallSeconds) {
+      std::fprintf(stderr, "write_bench: no data for %.0f s, giving up\n", kStallSeconds);
+      break;
+    }
+    if (n <= 0) continue;
+    for (;;) {
+      ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
+      if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        closed = true;
+        break;
+      }
+      if (r < 0) break;
+      if (first_byte < 0) first_byte = secs_since(t0);
+      last_progress = Clock::now();
+      bytes += static_cast<uint64_t>(r);
+      // Classify each complete line by its start; only a line split across chunks is copied.
+      const char* p0 = buf.data();
+      const char* end = p0 + r;
+      const char* line = p0;
+      if (!partial.empty()) {
+        const char* nl = static_cast<const char*>(std::memchr(p0, '\n', static_cast<size_t>(r)));
+        if (!nl) {
+          partial.append(p0, end);
+          continue;
+        }
+        partial.append(p0, nl);
+        line = nl + 1;
+        std::string_view l(partial);
+        if (l.compare(0, 9, "{\"index\":") == 0)
+          (l.find(",\"error\":") != std::string_view::npos ? errors : entries)++;
+        else if (l == "{\"current\":true}") current = true;
+        else other++;
+        partial.clear();
+      }
+      while (line < end) {
+        const char* nl = static_cast<const char*>(std::memchr(line, '\n', static_cast<size_t>(end - line)));
+        if (!nl) {
+          partial.assign(line, end);
+          break;
+        }
+        std::string_view l(line, static_cast<size_t>(nl - line));
+        if (l.compare(0, 9, "{\"index\":") == 0) {
+          // An unreadable entry is {"index":N,"error":...}: the number, then the key.
+          const char* q = line + 9;
+          while (q < nl && *q >= '0' && *q <= '9') q++;
+          (l.compare(static_cast<size_t>(q - line), 9, ",\"error\":") == 0 ? errors : entries)++;
+        } else if (l == "{\"current\":true}") {
+          current = true;
+        } else {
+          other++;
+        }
+        line = nl + 1;
+      }
+      if (current) break;
+    }
+  }
+  const double elapsed = secs_since(t0);
+  ::close(fd);
+  std::printf(
+      "mode=read label=%s from=%ld entries=%ld errors=%ld other=%ld current=%s secs=%.3f "
+      "first_byte_ms=%.3f entries_per_s=%.0f mb_per_s=%.1f bytes=%llu\n",
+      o.label.empty() ? "-" : o.label.c_str(), o.from, entries, errors, other,
+      current ? "yes" : "no", elapsed, first_byte * 1000,
+      elapsed > 0 ? static_cast<double>(entries) / elapsed : 0.0,
+      elapsed > 0 ? static_cast<double>(bytes) / elapsed / 1e6 : 0.0,
+      static_cast<unsigned long long>(bytes));
+  return (current && errors == 0 && other == 0) ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o = parse(argc, argv);
+  return o.mode == "write" ? run_write(o) : run_read(o);
+}
