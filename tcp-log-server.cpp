@@ -507,6 +507,7 @@ class Server {
   void protocol_error(Connection& c, const char* error, std::string_view detail);
   void append_entry(Connection& c, uint64_t index, std::string* records, uint64_t* records_first);
   void begin_shutdown();
+  int poll_timeout(bool accepting);
 
   Config config_;
   Store* store_;
@@ -932,15 +933,24 @@ void Server::begin_shutdown() {
 // ---------------------------------------------------------------------------------------------
 // The loop: it only moves data between the steps above.
 
+int Server::poll_timeout(bool accepting) {
+  bool lingering = false;
+  for (auto& c : connections_) {
+    // Lines already buffered (e.g. behind a write now confirmed) and readers with entries to
+    // send and room for them need no wait.
+    if ((can_dispatch(*c) && has_complete_line(*c)) || reader_can_fill(*c)) return 0;
+    lingering = lingering || c->linger_until_ms != 0;
+  }
+  // Acknowledgements, the stop's deadline and the end of an accept pause wake nobody.
+  if (lingering || shutting_down_) return 10;
+  if (!accepting) return 100;
+  return -1;
+}
+
 int Server::run() {
   std::vector<pollfd> fds;
   int64_t shutdown_deadline = 0;
   for (;;) {
-    // Lines already buffered (e.g. behind a write that is now confirmed) need no wait.
-    bool ready = false;
-    for (auto& c : connections_)
-      if ((can_dispatch(*c) && has_complete_line(*c)) || reader_can_fill(*c)) ready = true;
-
     fds.clear();
     fds.push_back({signal_pipe_[0], POLLIN, 0});
     const bool accepting = !shutting_down_ && now_ms() >= accept_paused_until_ms_;
@@ -955,14 +965,7 @@ int Server::run() {
       if (c->output.pending() > 0) events |= POLLOUT;
       fds.push_back({c->fd, events, 0});
     }
-    bool lingering = false;
-    for (auto& c : connections_) lingering = lingering || c->linger_until_ms != 0;
-    int timeout = ready ? 0 : -1;
-    // Acknowledgements wake nobody: look again soon while a connection waits for them.
-    if (lingering && !ready) timeout = 10;
-    if (!accepting && !shutting_down_) timeout = ready ? 0 : 100;
-    if (shutting_down_ && !ready) timeout = 10;
-    int n = ::poll(fds.data(), fds.size(), timeout);
+    int n = ::poll(fds.data(), fds.size(), poll_timeout(accepting));
     if (n < 0 && errno != EINTR) {
       g_log.line(kFatal, "poll failed", Log::Fields().str("error", std::strerror(errno)));
       return kExitFailure;
