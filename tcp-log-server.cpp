@@ -502,6 +502,7 @@ class Server {
   void sweep();
   // Helpers.
   bool has_complete_line(Connection& c);
+  bool too_long(std::string_view unterminated) const;
   bool can_dispatch(const Connection& c) const;
   void reply_error(Connection& c, const char* error);
   void protocol_error(Connection& c, const char* error, std::string_view detail);
@@ -628,14 +629,23 @@ void Server::read_input(Connection& c) {
   }
 }
 
+bool Server::too_long(std::string_view unterminated) const {
+  // The one byte allowed past the limit is the '\r' of a "\r\n" still to come.
+  size_t max = config_.max_message_bytes;
+  return unterminated.size() > max + 1 ||
+         (unterminated.size() == max + 1 && unterminated.back() != '\r');
+}
+
 bool Server::has_complete_line(Connection& c) {
   size_t from = c.input_start + c.scanned;
   if (from < c.input.size() &&
       std::memchr(c.input.data() + from, '\n', c.input.size() - from) != nullptr)
     return true;
   c.scanned = c.input.size() - c.input_start;
-  // At the end of input, an unterminated last line still counts as a line.
-  return c.input_closed && c.input.size() > c.input_start;
+  std::string_view rest(c.input.data() + c.input_start, c.input.size() - c.input_start);
+  // At the end of input an unterminated last line still counts as a line, and so does one
+  // already too long to be a message (it is answered with an error).
+  return (c.input_closed && !rest.empty()) || too_long(rest);
 }
 
 bool Server::can_dispatch(const Connection& c) const {
@@ -649,24 +659,20 @@ void Server::dispatch_lines(Connection& c) {
     const char* nl = static_cast<const char*>(
         std::memchr(begin + c.scanned, '\n', avail - c.scanned));
     size_t line_len = nl ? static_cast<size_t>(nl - begin) : avail;
+    std::string_view line(begin, line_len);
     if (!nl) {
       c.scanned = avail;
-      // The one byte allowed past the limit is the '\r' of a "\r\n" still to come.
-      if (avail > config_.max_message_bytes + 1 ||
-          (avail == config_.max_message_bytes + 1 && begin[avail - 1] != '\r')) {
-        protocol_error(c, "message too large", "");
-        return;
-      }
-      if (!c.input_closed || avail == 0) return;  // wait for the rest of the line
+      if (!too_long(line) && (!c.input_closed || avail == 0)) return;  // wait for the rest
     }
-    std::string_view line(begin, line_len);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    // Replies keep the order of messages: anything but a write waits until this connection's
+    // writes in the batch are committed and confirmed, and a read then sees them. (An
+    // over-long line cannot share a pass with earlier writes, as the input holds at most one
+    // line's worth; the check keeps that from being load-bearing.)
     if (line.size() > config_.max_message_bytes) {
-      protocol_error(c, "message too large", "");
+      if (c.pending_writes == 0) protocol_error(c, "message too large", "");
       return;
     }
-    // Replies keep the order of messages: anything but a write waits until this connection's
-    // writes in the batch are committed and confirmed, and a read then sees them.
     bool blank = line.find_first_not_of(" \t\r") == std::string_view::npos;
     Message m;
     if (!blank) {
