@@ -175,10 +175,18 @@ std::string BlobStore::path_of(std::string_view hex) const {
   return path;
 }
 
-bool BlobStore::exists(std::string_view hex) const {
-  if (!suspect_.empty() && suspect_.count(std::string(hex))) return false;
+Status BlobStore::exists(std::string_view hex, bool* found) const {
+  if (!suspect_.empty() && suspect_.count(std::string(hex))) {
+    *found = false;
+    return Status::Ok();
+  }
+  std::string path = path_of(hex);
   struct stat st;
-  return ::stat(path_of(hex).c_str(), &st) == 0;
+  *found = ::stat(path.c_str(), &st) == 0;
+  // Only "no such file" means absent: a blob that is there but cannot be looked at must not
+  // be rewritten, as a failed batch removes the blobs it wrote.
+  if (!*found && errno != ENOENT) return Status::Errno("cannot look up blob", path, errno);
+  return Status::Ok();
 }
 
 Status BlobStore::ensure_subdir(std::string_view hex, std::vector<std::string>* dirty_dirs) {
@@ -465,13 +473,18 @@ Status Store::commit(const std::vector<std::string_view>& hashes,
   std::unordered_set<std::string_view> in_batch;
   std::string records;
   records.reserve(hashes.size() * kRecordSize);
-  for (size_t i = 0; i < hashes.size(); i++) {
-    if (in_batch.insert(hashes[i]).second && !blobs_.exists(hashes[i])) fresh.push_back(i);
+  Status s;
+  for (size_t i = 0; i < hashes.size() && s.ok(); i++) {
+    bool found = false;
+    if (in_batch.insert(hashes[i]).second) {
+      s = blobs_.exists(hashes[i], &found);
+      if (s.ok() && !found) fresh.push_back(i);
+    }
     records.append(hashes[i]).push_back('\n');
   }
+  if (!s.ok()) return s;
   std::vector<std::string> dirty_dirs;
   std::vector<std::string_view> created;
-  Status s;
   if (sync && fresh.size() >= kSyncfsMinBlobs && blobs_.can_sync_filesystem()) {
     // Many new blobs: one syncfs() makes all their bytes durable and a second one all their
     // names, instead of one fdatasync per blob and one fsync per directory (figures in the

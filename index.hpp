@@ -58,7 +58,8 @@ class BlobStore {
   Status open(const std::string& dir, std::vector<std::string>* warnings);
   void set_dir(const std::string& dir) { dir_ = dir; }  // for reading only (--check)
   std::string path_of(std::string_view hex) const;
-  bool exists(std::string_view hex) const;
+  // Whether the blob is stored; an error other than "no such file" is a failure.
+  Status exists(std::string_view hex, bool* found) const;
   // A new blob is written in two steps. First to BLOBS/tmp/<hex>, with fdatasync when `sync`
   // (on failure the temp file is removed)...
   Status write_temp(std::string_view hex, std::string_view bytes, bool sync);
