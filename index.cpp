@@ -183,9 +183,10 @@ Status BlobStore::exists(std::string_view hex, bool* found) const {
   std::string path = path_of(hex);
   struct stat st;
   *found = ::stat(path.c_str(), &st) == 0;
-  // Only "no such file" means absent: a blob that is there but cannot be looked at must not
-  // be rewritten, as a failed batch removes the blobs it wrote.
-  if (!*found && errno != ENOENT) return Status::Errno("cannot look up blob", path, errno);
+  // Only "no such file" (or "hh is not a directory") means absent: a blob that is there but
+  // cannot be looked at must not be rewritten, as a failed batch removes the blobs it wrote.
+  if (!*found && errno != ENOENT && errno != ENOTDIR)
+    return Status::Errno("cannot look up blob", path, errno);
   return Status::Ok();
 }
 
