@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "sha256.hpp"
+#include "test/durability_harness.hpp"  // Wrapped: the server under strace
 #include "test/harness.hpp"
 
 #include <unistd.h>
@@ -1166,4 +1167,45 @@ TEST_CASE("a failure to start is one fatal log line and a non-zero status other 
   // The running server is unaffected.
   Client c = running.connect();
   write_ok(c, "w", numbered(1), 1);
+}
+
+// Socket options are invisible to a peer, so the server runs under strace here and the test
+// reads which options it set on the socket it accepted.
+TEST_CASE("every accepted socket gets SO_KEEPALIVE and TCP_NODELAY") {
+  std::string strace = dur::find_program("strace");
+  REQUIRE_MESSAGE(!strace.empty(), "strace is needed (make check-deps installs it)");
+  TempDir dir;
+  std::string trace = dir / "sockopt.trace";
+  dur::Wrapped s(dir.path(), {strace, "-f", "-qq", "-o", trace, "-e", "trace=accept4,setsockopt"},
+                 {{"PORT", "0"}, {"BLOBS", dir / "blobs"}, {"LEVELDB", dir / "leveldb"}});
+  REQUIRE(s.start());
+  for (int i = 0; i < 2; i++) {
+    Client c(s.port());
+    c.send_line(write_msg("k" + std::to_string(i), numbered(i)));
+    CHECK(c.read_line() == confirmation("k" + std::to_string(i), i + 1));
+  }
+  s.signal_server(SIGTERM);
+  CHECK(s.wait(10000ms) == 0);
+  // Each accept4() result, then the options set on that descriptor before the next accept.
+  std::vector<std::string> accepted;
+  std::vector<std::set<std::string>> options;
+  for (const auto& line : detail::complete_lines(dur::slurp(trace))) {
+    size_t call = line.find_first_not_of("0123456789 ");
+    if (call == std::string::npos) continue;
+    std::string rest = line.substr(call);
+    size_t eq = rest.rfind(" = ");
+    if (rest.rfind("accept4(", 0) == 0 && eq != std::string::npos && rest[eq + 3] != '-') {
+      accepted.push_back(rest.substr(eq + 3, rest.find_first_not_of("0123456789", eq + 3) - eq - 3));
+      options.emplace_back();
+    }
+    if (!accepted.empty() && rest.rfind("setsockopt(" + accepted.back() + ",", 0) == 0 &&
+        rest.find(", [1], ") != std::string::npos)
+      for (const char* opt : {"SO_KEEPALIVE", "TCP_NODELAY"})
+        if (rest.find(opt) != std::string::npos) options.back().insert(opt);
+  }
+  REQUIRE(accepted.size() == 2);
+  for (const auto& set : options) {
+    CHECK(set.count("SO_KEEPALIVE") == 1);
+    CHECK(set.count("TCP_NODELAY") == 1);
+  }
 }
