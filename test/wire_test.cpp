@@ -625,6 +625,75 @@ TEST_CASE("a stalled reader holds back neither writers nor other readers, and la
   CHECK(stalled.read_line() == entry_line(count + 1, "[1]"));
 }
 
+TEST_CASE("a writer that does not read its confirmations is held back by TCP, with bounded server memory") {
+  // Long ids make every confirmation ~4 KB, so unread confirmations pile up fast. The server
+  // must stop reading this writer once its output is over the high-water mark: the writer's
+  // sends then block long before it has pushed the 256 MB it tries to.
+  Fresh s({{"SYNC", "none"}});
+  const std::string id(4000, 'i');
+  const std::string line = write_msg(id, "{\"a\":1}") + "\n";
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(s.server.port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE((::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 || errno == EINPROGRESS));
+  pollfd p{fd, POLLOUT, 0};
+  REQUIRE(::poll(&p, 1, 5000) == 1);
+  const size_t limit = 256u << 20;
+  size_t sent = 0;  // bytes of whole and partial lines sent
+  auto last_progress = Clock::now();
+  while (sent < limit && Clock::now() - last_progress < 1s) {
+    size_t off = sent % line.size();
+    ssize_t n = ::send(fd, line.data() + off, line.size() - off, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      last_progress = Clock::now();
+    } else {
+      REQUIRE((n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)));
+      pollfd q{fd, POLLOUT, 0};
+      ::poll(&q, 1, 50);
+    }
+  }
+  MESSAGE("the writer was held back after " << sent / 1024 << " KiB");
+  CHECK(sent < limit / 4);
+  std::ifstream status("/proc/" + std::to_string(s.server.pid()) + "/status");
+  std::string field;
+  long rss_kb = -1;
+  while (status >> field)
+    if (field == "VmRSS:") status >> rss_kb;
+  MESSAGE("server resident memory while held back: " << rss_kb << " KiB");
+  CHECK(rss_kb > 0);
+  CHECK(rss_kb < 48 * 1024);
+  // Finish the partial line while reading, half-close, and every whole line is confirmed.
+  std::string got;
+  char buf[65536];
+  size_t lines_sent = (sent + line.size() - 1) / line.size();
+  bool shut = false;
+  auto deadline = Clock::now() + 60s;
+  for (;;) {
+    REQUIRE(Clock::now() < deadline);
+    if (!shut && sent % line.size() != 0) {
+      ssize_t n = ::send(fd, line.data() + sent % line.size(), line.size() - sent % line.size(), MSG_NOSIGNAL);
+      if (n > 0) sent += static_cast<size_t>(n);
+    }
+    if (!shut && sent % line.size() == 0) {
+      REQUIRE(::shutdown(fd, SHUT_WR) == 0);
+      shut = true;
+    }
+    pollfd q{fd, POLLIN, 0};
+    ::poll(&q, 1, 50);
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n == 0) break;
+    if (n > 0) got.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  auto replies = detail::complete_lines(got);
+  REQUIRE(replies.size() == lines_sent);
+  CHECK(replies.back() == confirmation(id, static_cast<long long>(lines_sent)));
+}
+
 TEST_CASE("a read of a log far larger than any buffer gets every entry, then current") {
   Fresh s({{"SYNC", "none"}});
   const int count = 2000;
