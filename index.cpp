@@ -58,7 +58,7 @@ Status make_dir(const std::string& path) {
   if (::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) {
     struct stat st;
     if (::stat(path.c_str(), &st) != 0) return Status::Errno("cannot stat directory", path, errno);
-    if (!S_ISDIR(st.st_mode)) return Status::Errno("not a directory:", path, ENOTDIR);
+    if (!S_ISDIR(st.st_mode)) return Status::Errno("cannot use directory", path, ENOTDIR);
     return Status::Ok();
   }
   return Status::Errno("cannot create directory", path, errno);
