@@ -41,7 +41,7 @@ endef
 
 check-deps:
 	$(call need_package,$(DOCTEST_HEADER),doctest-dev)
-	$(call need_package,nc,netcat-openbsd)
+	$(call need_package,/bin/nc.openbsd,netcat-openbsd)
 	$(call need_package,strace,strace)
 
 test/doctest_main.o: test/doctest_main.cpp | check-deps
