@@ -20,15 +20,8 @@ const CLIENTS = [
 
 const T = { start: 15000, ready: 10000, writes: 60000, read: 30000, reconnect: 30000 }
 
-// Everything a test started, stopped in afterEach whatever happened.
-let cleanup = []
-afterEach(async () => {
-  const tasks = cleanup.reverse()
-  cleanup = []
-  for (const task of tasks) {
-    try { await task() } catch (_) {}
-  }
-})
+// Everything a test started, stopped after it whatever happened.
+const cleanup = h.cleanupAfterEach(afterEach)
 
 async function startOurs ({ port = 0, dir } = {}) {
   dir = dir || h.makeTempDir('client')

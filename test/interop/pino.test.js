@@ -12,14 +12,7 @@ const h = require('./lib/harness')
 const LABELS = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' }
 const PINO_KEYS = new Set(['level', 'time', 'pid', 'hostname', 'msg'])
 
-let cleanup = []
-afterEach(async () => {
-  const tasks = cleanup.reverse()
-  cleanup = []
-  for (const task of tasks) {
-    try { await task() } catch (_) {}
-  }
-})
+const cleanup = h.cleanupAfterEach(afterEach)
 
 // Run our server through a little of everything, stop it, return its lines.
 async function serverLines (env) {

@@ -296,7 +296,20 @@ const blobName = (text) => {
   return `${hash.slice(0, 2)}/${hash.slice(2)}`
 }
 
+// Returns a list that a test pushes stop/remove tasks onto; after each test they run, newest
+// first, whatever happened, and the list is emptied.
+function cleanupAfterEach (afterEach) {
+  const tasks = []
+  afterEach(async () => {
+    for (const task of tasks.splice(0).reverse()) {
+      try { await task() } catch (_) {}
+    }
+  })
+  return tasks
+}
+
 module.exports = {
+  cleanupAfterEach,
   HOST,
   INTEROP_DIR,
   NODE_SERVER,
