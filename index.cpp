@@ -19,6 +19,7 @@
 Status Status::Errno(std::string_view what, const std::string& path, int err) {
   Status s;
   s.error.append(what).append(" ").append(path).append(": ").append(std::strerror(err));
+  s.code = err == ENOENT || err == ENOTDIR ? Code::NotFound : Code::IOError;
   return s;
 }
 
@@ -281,19 +282,20 @@ Status BlobStore::read(std::string_view hex, std::string* bytes) const {
   while (got < bytes->size()) {
     ssize_t n = ::pread(fd, &(*bytes)[got], bytes->size() - got, static_cast<off_t>(got));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = n < 0 ? errno : EIO;
+    if (n < 0) {
+      int err = errno;
       ::close(fd);
       return Status::Errno("cannot read blob", path, err);
+    }
+    if (n == 0) {  // shorter than its size a moment ago: blobs never change, so it is damaged
+      ::close(fd);
+      return Status::Corruption("blob " + path + " ended after " + std::to_string(got) + " of " +
+                                std::to_string(bytes->size()) + " bytes");
     }
     got += static_cast<size_t>(n);
   }
   ::close(fd);
-  if (sha256_hex(*bytes) != hex) {
-    Status s;
-    s.error = "blob " + path + " does not match its hash";
-    return s;
-  }
+  if (sha256_hex(*bytes) != hex) return Status::Corruption("blob " + path + " does not match its hash");
   return Status::Ok();
 }
 
@@ -527,11 +529,7 @@ Status Store::commit(const std::vector<std::string_view>& hashes,
 }
 
 Status Store::read_blob(std::string_view record, std::string* bytes) const {
-  if (!valid_record(record)) {
-    Status s;
-    s.error = "malformed index record in " + index_.path();
-    return s;
-  }
+  if (!valid_record(record)) return Status::Corruption("malformed index record in " + index_.path());
   return blobs_.read(record.substr(0, 64), bytes);
 }
 

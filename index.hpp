@@ -23,13 +23,25 @@ constexpr size_t kMaxBatchEntries = 4096;
 // other processes' unwritten data on the same file system.
 constexpr size_t kSyncfsMinBlobs = 8;
 
-// The result of a store operation: empty when it succeeded, else what failed, where, and why.
+// The result of a store operation: empty when it succeeded, else what failed, where, and why,
+// and what kind of failure it is (LevelDB's Status codes): a reader sends an error in an entry's
+// place only for an entry that is gone (NotFound) or damaged (Corruption); an IOError (EMFILE,
+// ENOMEM, EIO, ...) may pass, so the read is tried again later instead.
 struct Status {
+  enum class Code : uint8_t { IOError, NotFound, Corruption };  // meaningful when !ok()
   std::string error;
+  Code code = Code::IOError;
   bool ok() const { return error.empty(); }
+  bool transient() const { return !ok() && code == Code::IOError; }
   static Status Ok() { return {}; }
-  // "<what> <path>: <strerror(err)>"
+  // "<what> <path>: <strerror(err)>"; NotFound for ENOENT and ENOTDIR, else IOError.
   static Status Errno(std::string_view what, const std::string& path, int err);
+  static Status Corruption(std::string error) {
+    Status s;
+    s.error = std::move(error);
+    s.code = Code::Corruption;
+    return s;
+  }
 };
 
 // Whether committed data must reach stable storage before it is confirmed.
@@ -75,7 +87,8 @@ class BlobStore {
   void end_batch(bool committed, const std::vector<std::string_view>& created);
   // fsyncs each directory once.
   static Status sync_dirs(std::vector<std::string>* dirs);
-  // Reads a blob and verifies that its bytes hash to its name.
+  // Reads a blob and verifies that its bytes hash to its name: NotFound when there is no such
+  // blob, Corruption when its bytes do not match its name, IOError when it could not be read.
   Status read(std::string_view hex, std::string* bytes) const;
 
  private:
@@ -157,8 +170,9 @@ class Store {
   Status read_hashes(uint64_t first, size_t count, std::string* records) const {
     return index_.read(first, count, records);
   }
-  // Reads one entry's bytes given its index record; fails if the record is malformed or the
-  // blob is missing or does not hash to its name.
+  // Reads one entry's bytes given its index record; fails if the record is malformed
+  // (Corruption) or the blob is missing (NotFound) or does not hash to its name (Corruption),
+  // or with IOError if it could not be read now.
   Status read_blob(std::string_view record, std::string* bytes) const;
   // Reads the whole index and every blob it names, verifying each blob against its name.
   void check(CheckReport* report) const;

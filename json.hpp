@@ -4,7 +4,8 @@
 // no exceptions thrown by the API (only std::bad_alloc from the standard library).
 //
 // Tokens hold byte offsets into the caller's text (no allocation per value). A Document is
-// meant to be reused: parse() clears its vectors but keeps their capacity.
+// meant to be reused: parse() clears its vectors but keeps their capacity (release_memory()
+// gives it back).
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -41,6 +42,20 @@ class Document {
   // error() says what and where, and size() is 0.
   bool parse(std::string_view text);
   const std::string& error() const { return error_; }
+  // Frees the working memory kept for reuse (a parse after an unusually large document would
+  // otherwise keep its high-water mark for good). The last parse's tokens are gone.
+  void release_memory() {
+    std::vector<Token>().swap(tokens_);
+    std::vector<uint32_t>().swap(stack_);
+    std::vector<Member>().swap(scratch_);
+    count_ = 0;
+    scratch_used_ = 0;
+  }
+  // Bytes of working memory held.
+  size_t memory() const {
+    return tokens_.capacity() * sizeof(Token) + stack_.capacity() * sizeof(uint32_t) +
+           scratch_.capacity() * sizeof(Member);
+  }
   size_t size() const { return count_; }
   const Token& operator[](size_t i) const { return tokens_[i]; }
   std::string_view text() const { return text_; }
@@ -72,7 +87,7 @@ class Document {
   // Appends a token and returns its index. Fields are stored one by one straight into the
   // array (building a Token on the stack and copying it costs a store-forwarding stall).
   uint32_t push_token(Kind kind, uint32_t begin, uint32_t end, uint32_t size, uint32_t next) {
-    if (count_ == tokens_.size()) tokens_.resize(tokens_.size() < 32 ? 64 : tokens_.size() * 2);
+    if (count_ == tokens_.size()) grow_tokens();
     const uint32_t idx = count_++;
     Token& t = tokens_[idx];
     t.kind = kind;
@@ -88,6 +103,15 @@ class Document {
   // The bytes between a String token's quotes.
   std::string_view inner(const Token& t) const {
     return std::string_view(text_.data() + t.begin + 1, t.end - t.begin - 2);
+  }
+  // Room for more tokens: doubling, but never past the most a text of this size can hold (a
+  // token takes at least two bytes of text, but for a lone scalar), so that the array stays
+  // within a small factor of the line however large it is.
+  void grow_tokens() {
+    const size_t most = text_.size() / 2 + 2;
+    size_t want = tokens_.size() < 32 ? 64 : tokens_.size() * 2;
+    if (want > most) want = most > tokens_.size() ? most : tokens_.size() + 1;
+    tokens_.resize(want);
   }
   char* write_value(size_t i, char* o) const;
   char* write_object(size_t i, char* o) const;

@@ -3,10 +3,13 @@
 // One thread, one poll() loop. The path of the data, in the order of the sections below:
 //   socket bytes -> line framer -> JSON parse -> message dispatch -> batch of writes
 //   -> commit (blobs, index, one sync) -> confirmations and reader cursors -> socket bytes
-// Each pass of the loop reads what sockets have, dispatches every complete line, commits the
-// writes of the whole pass as one batch, then confirms them, lets readers advance and flushes.
+// Each pass of the loop reads what sockets have, dispatches every complete line it may,
+// commits the writes of the whole pass as one batch, then confirms them, lets readers advance
+// within a budget shared round-robin, and flushes. Work in a pass is proportional to the
+// connections that are active in it, not to all connections (see "The loop").
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -15,10 +18,13 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -28,13 +34,14 @@
 #include <string_view>
 #include <vector>
 
+#include "buffer.hpp"
 #include "index.hpp"
 #include "json.hpp"
 #include "sha256.hpp"
 
 namespace {
 
-constexpr const char* kVersion = "0.1.0";
+constexpr const char* kVersion = "0.2.0";
 
 // Exit statuses (also in --help and the README).
 constexpr int kExitOk = 0;        // stopped by a signal, gracefully; or --check found no problem
@@ -42,16 +49,70 @@ constexpr int kExitFailure = 1;   // could not start (port, directory, lock) or 
 constexpr int kExitUsage = 64;    // bad flag or value (EX_USAGE)
 constexpr int kExitDamaged = 65;  // --check found problems (EX_DATAERR)
 
-// A connection's output past this mark stops its reader from filling and its input from
-// being read, so a slow peer costs at most about this much memory (plus one entry).
+// ---- What one connection may hold (README, "Limits").
+// Output past this mark stops the connection's reader from filling and its input from being
+// read, so a peer that does not read costs at most about this much (plus one entry).
 constexpr size_t kOutputHighWater = 256 * 1024;
-// Recently committed entries kept in memory, so live readers need not touch the disk.
-constexpr size_t kRecentEntriesBytes = 8 * 1024 * 1024;
-// How long a graceful stop keeps flushing output to peers before it closes them.
-constexpr int kShutdownFlushMs = 3000;
+// While all connections together hold more output than MAX_OUTPUT_BYTES, each may still hold
+// this much, so that a few stalled readers cannot stop everyone else's replies.
+constexpr size_t kOutputFloor = 16 * 1024;
+// The kernel queues at most about this much that the peer has not taken yet (TCP_NOTSENT_LOWAT);
+// without it a stalled reader's send queue auto-tunes up to tcp_wmem's maximum (4 MiB).
+constexpr int kUnsentLowWater = 128 * 1024;
+// Bytes read from one socket per pass, into a scratch area the loop owns.
 constexpr size_t kReadChunk = 64 * 1024;
+// Descriptors kept free for the store, the listeners, stdout and refused connections when
+// MAX_CONNECTIONS comes from the descriptor limit.
+constexpr uint64_t kDescriptorReserve = 64;
+// Refused connections (over MAX_CONNECTIONS) that are given a moment to read their error.
+constexpr size_t kMaxRefusedLingering = 16;
+
+// ---- Fairness (README, "Fairness"). Work done for readers in one pass (copying entries into
+// output, reading and checking blobs) is bounded by a budget shared round-robin, so that the
+// lines of other connections are dispatched and committed every pass, i.e. within about a
+// millisecond, whatever the readers do. Costs are in bytes: an entry costs its size, plus
+// kDiskReadCost if its blob had to be read from disk (about 5 us here, as much as copying 4 KiB).
+constexpr size_t kPassReaderBudget = 256 * 1024;
+constexpr size_t kReaderQuantum = 64 * 1024;  // one reader's turn before the next one's
+constexpr size_t kDiskReadCost = 4096;
+constexpr size_t kMarkerCost = 64;  // {"current":true}, {"head":H}, a skipped own write
+
+// A read that fails for a reason that may pass (EMFILE, ENOMEM, EIO, ...) is tried again after
+// a delay that doubles up to a second; after this long without success the reader gets an error
+// and its connection is closed, as nothing in the log is lost but the reader cannot go on.
+constexpr int64_t kReadRetryFirstMs = 20;
+constexpr int64_t kReadRetryMaxMs = 1000;
+constexpr int64_t kReadRetryGiveUpMs = 30000;
+
+// ---- Memory given back.
+// Committed entries kept in memory for live readers, counting what the cache really costs.
+constexpr size_t kRecentEntriesBytes = 8 * 1024 * 1024;
+// After this much of the connections' buffers, or this many connections, were freed, or the
+// parser's memory after a large line, malloc_trim() hands free memory back to the system.
+constexpr size_t kTrimAfterBytes = 1024 * 1024;
+constexpr uint64_t kTrimAfterClosed = 1000;
+// A line at least this long leaves the parser's working memory freed after it.
+constexpr size_t kLargeLine = 64 * 1024;
+// Allocations this large are their own mappings, returned to the system when freed (glibc
+// otherwise raises its threshold after each such free and keeps later ones in the heap).
+constexpr int kMmapThreshold = 256 * 1024;
+
+// ---- Stopping.
+// How long a graceful stop keeps flushing output to peers before it closes them.
+constexpr int64_t kShutdownFlushMs = 3000;
 // How long a closing connection waits for the peer to acknowledge the last replies.
 constexpr int64_t kLingerMs = 2000;
+constexpr int64_t kRefusedLingerMs = 500;
+// How long the last log lines may wait for a stdout that does not take them.
+constexpr int kLogStopFlushMs = 200;
+// Log lines waiting for stdout; past this, lines are dropped and counted.
+constexpr size_t kLogBufferBytes = 1024 * 1024;
+
+int64_t now_ms() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
 
 // =============================================================================================
 // Configuration
@@ -64,6 +125,10 @@ struct Config {
   SyncMode sync = SyncMode::Always;
   int log_level = 30;
   size_t max_message_bytes = 1048576;
+  uint64_t max_connections = 0;  // 0: the descriptor limit less kDescriptorReserve
+  uint64_t max_input_bytes = 0;  // 0: the larger of 64 MiB and two longest lines
+  uint64_t max_output_bytes = 64 * 1024 * 1024;
+  uint64_t line_timeout_s = 60;  // 0: none
   bool check = false;
 };
 
@@ -80,6 +145,16 @@ const char* const kUsage =
     "  --sync always|none      sync to stable storage before confirming [SYNC, default always]\n"
     "  --log-level LEVEL       trace debug info warn error fatal silent [LOG_LEVEL, default info]\n"
     "  --max-message-bytes N   longest accepted line                   [MAX_MESSAGE_BYTES, default 1048576]\n"
+    "  --max-connections N     connections served at once; more are refused\n"
+    "                                                                  [MAX_CONNECTIONS, default: the\n"
+    "                                                                    descriptor limit less 64]\n"
+    "  --max-input-bytes N     unfinished input held for all connections together\n"
+    "                                                                  [MAX_INPUT_BYTES, default 67108864\n"
+    "                                                                    or two longest lines if more]\n"
+    "  --max-output-bytes N    output queued for all connections together before readers wait\n"
+    "                                                                  [MAX_OUTPUT_BYTES, default 67108864]\n"
+    "  --line-timeout S        seconds to finish a line once started, 0 for no limit\n"
+    "                                                                  [LINE_TIMEOUT, default 60]\n"
     "  --check                 verify the whole store and exit (refuses to run beside a live server)\n"
     "  --help, --version\n"
     "\n"
@@ -148,21 +223,47 @@ void apply_setting(Config* config, std::string_view name, const std::string& val
   } else if (name == "max-message-bytes") {
     if (!parse_unsigned(value, 1ull << 30, &n) || n < 64) bad("an integer from 64 to 1073741824");
     config->max_message_bytes = n;
+  } else if (name == "max-connections") {
+    if (!parse_unsigned(value, 10000000, &n) || n < 1) bad("an integer from 1 to 10000000");
+    config->max_connections = n;
+  } else if (name == "max-input-bytes") {
+    if (!parse_unsigned(value, 1ull << 40, &n) || n < 1) bad("an integer from 1 to 1099511627776");
+    config->max_input_bytes = n;
+  } else if (name == "max-output-bytes") {
+    if (!parse_unsigned(value, 1ull << 40, &n) || n < 1) bad("an integer from 1 to 1099511627776");
+    config->max_output_bytes = n;
+  } else if (name == "line-timeout") {
+    if (!parse_unsigned(value, 86400, &n)) bad("a number of seconds from 0 to 86400");
+    config->line_timeout_s = n;
   }
 }
 
 Config parse_config(int argc, char** argv) {
   Config config;
   static const struct { const char* env; const char* flag; } kVars[] = {
-      {"PORT", "port"},           {"HOST", "host"},         {"BLOBS", "blobs"},
-      {"LEVELDOWN", "leveldb"},   {"LEVELDB", "leveldb"},   {"SYNC", "sync"},
-      {"LOG_LEVEL", "log-level"}, {"MAX_MESSAGE_BYTES", "max-message-bytes"}};
+      {"PORT", "port"},
+      {"HOST", "host"},
+      {"BLOBS", "blobs"},
+      {"LEVELDOWN", "leveldb"},
+      {"LEVELDB", "leveldb"},
+      {"SYNC", "sync"},
+      {"LOG_LEVEL", "log-level"},
+      {"MAX_MESSAGE_BYTES", "max-message-bytes"},
+      {"MAX_CONNECTIONS", "max-connections"},
+      {"MAX_INPUT_BYTES", "max-input-bytes"},
+      {"MAX_OUTPUT_BYTES", "max-output-bytes"},
+      {"LINE_TIMEOUT", "line-timeout"}};
   for (const auto& v : kVars) {
     const char* value = std::getenv(v.env);
     if (value) apply_setting(&config, v.flag, value, v.env);
   }
-  static const char* const kFlags[] = {"port", "host", "blobs", "leveldb", "sync", "log-level",
-                                       "max-message-bytes"};
+  static const char* const kFlags[] = {"port",          "host",
+                                       "blobs",         "leveldb",
+                                       "sync",          "log-level",
+                                       "max-message-bytes", "max-connections",
+                                       "max-input-bytes",   "max-output-bytes",
+                                       "line-timeout"};
+  std::string input_source = config.max_input_bytes ? "MAX_INPUT_BYTES" : "";
   for (int i = 1; i < argc; i++) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -195,12 +296,32 @@ Config parse_config(int argc, char** argv) {
       value = argv[++i];
     }
     apply_setting(&config, name, value, "--" + name);
+    if (name == "max-input-bytes") input_source = "--max-input-bytes";
+  }
+  // Input budget: a connection must be able to hold one longest line and its "\r\n".
+  const uint64_t one_line = config.max_message_bytes + 2;
+  if (config.max_input_bytes == 0) {
+    config.max_input_bytes = std::max<uint64_t>(64ull * 1024 * 1024, 2 * one_line);
+  } else if (config.max_input_bytes < one_line) {
+    usage_error("invalid " + input_source + " \"" + std::to_string(config.max_input_bytes) +
+                "\": expected at least MAX_MESSAGE_BYTES + 2 (" + std::to_string(one_line) + ")");
   }
   return config;
 }
 
 // =============================================================================================
-// Log lines: pino-compatible NDJSON on stdout.
+// Log lines: pino-compatible NDJSON on stdout, never blocking the loop.
+//
+// A terminal after Ctrl-S, or a `| pino-pretty` that is suspended, stops taking output; a
+// blocking write would then stop every client, and even SIGTERM. So stdout is written without
+// blocking: lines that it does not take wait in a bounded buffer, which the loop flushes when
+// poll() says stdout is writable; lines that do not fit are dropped and counted, and once the
+// buffer drains one warn line says how many. How to write without blocking depends on what
+// stdout is, and must not change the open file that other processes may share with us:
+//   - a regular file (or a device such as /dev/null): plain write(), which does not block;
+//   - a socket (journald): send(MSG_DONTWAIT);
+//   - a pipe or a terminal: a second open file of our own on it (/proc/self/fd/1) with
+//     O_NONBLOCK; where /proc is missing, write only what poll() says fits (at most PIPE_BUF).
 
 class Log {
  public:
@@ -234,6 +355,7 @@ class Log {
     if (::gethostname(host, sizeof host - 1) != 0) host[0] = 0;
     tail_ = ",\"pid\":" + std::to_string(::getpid()) + ",\"hostname\":";
     json::write_string(host, &tail_);
+    open_stdout();
   }
   bool enabled(int level) const { return level >= level_; }
   void line(int level, std::string_view msg, const Fields& fields = Fields()) {
@@ -247,19 +369,116 @@ class Log {
     json::write_string(msg, &out);
     out += fields.text();
     out += "}\n";
-    // A closed or failing stdout must never stop the server: the result is ignored.
-    size_t done = 0;
-    while (done < out.size()) {
-      ssize_t n = ::write(STDOUT_FILENO, out.data() + done, out.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      done += static_cast<size_t>(n);
+    emit(out);
+  }
+  // The descriptor the loop polls for POLLOUT while lines wait, else -1.
+  int waiting_fd() const { return pending_.empty() || broken_ ? -1 : fd_; }
+  // Writes what stdout takes now; once everything waiting is out, reports dropped lines.
+  void flush() {
+    while (!pending_.empty() && !broken_) {
+      ssize_t n = write_some(pending_.data(), pending_.size());
+      if (n <= 0) return;
+      pending_.consume(static_cast<size_t>(n));
+    }
+    if (pending_.empty() && dropped_ > 0 && !broken_) {
+      const uint64_t dropped = dropped_;
+      dropped_ = 0;
+      line(40, "log lines dropped: stdout was not taking them",
+           Fields().str("event", "log-dropped").num("dropped", dropped));
+    }
+  }
+  // At exit: waits at most `ms` for stdout to take what is waiting.
+  void flush_for(int ms) {
+    const int64_t deadline = now_ms() + ms;
+    flush();
+    while (waiting_fd() >= 0) {
+      const int64_t left = deadline - now_ms();
+      if (left <= 0) return;
+      pollfd p{fd_, POLLOUT, 0};
+      if (::poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR) return;
+      flush();
     }
   }
 
  private:
+  enum class Mode { Plain, Socket, Guarded };
+
+  void open_stdout() {
+    struct stat st;
+    if (::fstat(STDOUT_FILENO, &st) != 0) {
+      broken_ = true;  // no stdout at all: log nothing
+      return;
+    }
+    if (S_ISSOCK(st.st_mode)) {
+      mode_ = Mode::Socket;
+    } else if (S_ISFIFO(st.st_mode) || (S_ISCHR(st.st_mode) && ::isatty(STDOUT_FILENO))) {
+      int fd = ::open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+      if (fd >= 0) {
+        fd_ = fd;
+        mode_ = Mode::Plain;  // our own open file, non-blocking
+      } else {
+        mode_ = Mode::Guarded;
+      }
+    }
+  }
+
+  // Writes a prefix of [data, data+n) without blocking; returns its length, 0 when stdout takes
+  // nothing now, -1 when it failed (ENOSPC, EPIPE, ...): then what waited is dropped and
+  // counted, and later lines try again.
+  ssize_t write_some(const char* data, size_t n) {
+    for (;;) {
+      ssize_t r;
+      if (mode_ == Mode::Socket) {
+        r = ::send(fd_, data, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+      } else {
+        if (mode_ == Mode::Guarded) {
+          pollfd p{fd_, POLLOUT, 0};
+          if (::poll(&p, 1, 0) <= 0 || !(p.revents & POLLOUT)) return 0;
+          if (n > PIPE_BUF) n = PIPE_BUF;  // a pipe with room takes this much without blocking
+        }
+        r = ::write(fd_, data, n);
+      }
+      if (r >= 0) return r;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      // A closed or failing stdout never stops the server.
+      for (const char* p = pending_.data(), *end = p + pending_.size();
+           (p = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(end - p))));
+           p++)
+        dropped_++;
+      pending_.clear();
+      return -1;
+    }
+  }
+
+  void emit(std::string_view text) {
+    if (broken_) return;
+    if (pending_.empty()) {
+      ssize_t n = write_some(text.data(), text.size());
+      if (n < 0) {
+        dropped_++;
+        return;
+      }
+      text.remove_prefix(static_cast<size_t>(n));
+      if (text.empty()) return;
+      // Part of the line is out: the rest must follow whatever the limit, or the stream breaks.
+      pending_.append(text);
+      return;
+    }
+    if (pending_.size() + text.size() > kLogBufferBytes) {
+      dropped_++;
+      return;
+    }
+    pending_.append(text);
+  }
+
   int level_ = 30;
   std::string tail_;
+  int fd_ = STDOUT_FILENO;
+  Mode mode_ = Mode::Plain;
+  bool broken_ = false;
+  Buffer pending_;
+  uint64_t dropped_ = 0;
 };
 
 constexpr int kTrace = 10, kDebug = 20, kInfo = 30, kWarn = 40, kError = 50, kFatal = 60;
@@ -355,89 +574,152 @@ bool open_listeners(const std::string& host, uint16_t port, std::vector<Listener
   return false;
 }
 
+
 // =============================================================================================
 // Connections
 
-// What a connection has asked to read. Both kinds of read share this one mechanism.
-struct ReadCursor {
-  enum class Kind { None, Stream, Batch };
-  Kind kind = Kind::None;
-  uint64_t next = 0;          // the next index to send
-  uint64_t current_at = 0;    // {"current":true} goes out once every index <= this was sent
-  bool current_sent = false;
-  uint64_t remaining = 0;     // Batch: entries still to send before {"head":H}
-  // Stream: indices this connection wrote after its read, not echoed back to it.
-  std::deque<uint64_t> own_writes;
+// The peer's address, kept in binary (20 bytes) and formatted only for log lines.
+struct PeerAddress {
+  uint8_t family = AF_INET;
+  uint8_t addr[16] = {};
+  uint16_t port = 0;
+
+  static PeerAddress from(const sockaddr_storage& ss) {
+    PeerAddress p;
+    p.family = static_cast<uint8_t>(ss.ss_family);
+    if (ss.ss_family == AF_INET6) {
+      auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+      std::memcpy(p.addr, &a->sin6_addr, 16);
+      p.port = ntohs(a->sin6_port);
+    } else {
+      auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+      std::memcpy(p.addr, &a->sin_addr, 4);
+      p.port = ntohs(a->sin_port);
+    }
+    return p;
+  }
+  std::string text() const {
+    char out[INET6_ADDRSTRLEN] = {};
+    ::inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, addr, out, sizeof out);
+    return out;
+  }
 };
 
-// Bytes waiting to go to the peer: appended at the back, sent from the front.
-struct OutputBuffer {
-  std::string bytes;
-  size_t sent = 0;
-  size_t pending() const { return bytes.size() - sent; }
-  void consumed(size_t n) {
-    sent += n;
-    if (sent == bytes.size()) {
-      bytes.clear();
-      sent = 0;
-    } else if (sent > 64 * 1024 && sent * 2 > bytes.size()) {
-      bytes.erase(0, sent);
-      sent = 0;
+// What a connection has asked to read. Both kinds of read share this one mechanism.
+//
+// A read's catch-up is every entry that existed when it arrived, then {"current":true}; a
+// batch read that reaches its K entries first ends there with {"head":H}. Until its catch-up
+// is out, no later message of the connection is dispatched (README, "Replies in order").
+struct ReadCursor {
+  enum class Kind : uint8_t { None, Stream, Batch };
+  Kind kind = Kind::None;
+  bool current_sent = false;
+  uint64_t next = 0;        // the next index to send
+  uint64_t current_at = 0;  // {"current":true} goes out once every index <= this was sent
+  uint64_t remaining = 0;   // Batch: entries still to send before {"head":H}
+  // Indices this connection wrote while the read was active that the read has not reached
+  // yet, ascending, from own_front on. A stream read skips them (they were confirmed instead);
+  // a batch read sends them, and its {"head":H} stops short of the first it did not send.
+  std::vector<uint64_t> own_writes;
+  size_t own_front = 0;
+
+  bool active() const { return kind != Kind::None; }
+  bool catching_up() const { return kind != Kind::None && !current_sent; }
+  bool has_own(uint64_t index) const {
+    return own_front < own_writes.size() && own_writes[own_front] == index;
+  }
+  void pop_own() {
+    if (++own_front == own_writes.size()) {
+      std::vector<uint64_t>().swap(own_writes);  // holds nothing once empty
+      own_front = 0;
     }
   }
 };
 
 struct Connection {
-  int fd = -1;
-  uint64_t id = 0;
-  std::string address;
-  uint16_t port = 0;
+  Connection(uint64_t id_, int fd_, const PeerAddress& peer_, size_t max_line,
+             size_t* input_total, size_t* output_total)
+      : fd(fd_), id(id_), peer(peer_), input(input_total), output(output_total), framer(max_line) {}
 
-  std::string input;        // received bytes; [input_start, end) not yet dispatched
-  size_t input_start = 0;
-  size_t scanned = 0;       // bytes after input_start known to hold no '\n'
-  bool input_closed = false;    // the peer shut down its sending side
-  bool close_when_done = false; // a protocol error: no more input; close once flushed
-  bool dead = false;            // to be removed at the end of the pass
-  int64_t linger_until_ms = 0;  // closing: our FIN is sent, waiting for the peer's ACKs
-
-  OutputBuffer output;
-  size_t pending_writes = 0;  // writes of this connection in the current batch
+  int fd;
+  uint64_t id;
+  PeerAddress peer;
+  Buffer input;   // received bytes not yet dispatched
+  Buffer output;  // replies and entries not yet sent
+  LineFramer framer;
   ReadCursor reader;
+  uint32_t pending_writes = 0;  // writes of this connection in the current batch
+
+  int64_t line_started_ms = 0;   // when the first byte of the unfinished line arrived; 0: none
+  int64_t linger_until_ms = 0;   // closing: our FIN is out, waiting for the peer's ACKs
+  int64_t retry_at_ms = 0;       // the reader waits to try a failed read again; 0: not waiting
+  int64_t retry_since_ms = 0;    // when the failing read first failed; 0: none failing
+  int64_t retry_delay_ms = 0;
+
+  bool input_closed = false;  // the peer shut down its sending side
+  bool closing = false;       // no more input; close once the replies are out
+  bool dead = false;          // to be removed at the end of the pass
+  bool refused = false;       // over MAX_CONNECTIONS: gets one error line, is not counted
+
+  // The poll set: this connection's slot in it and the events registered there.
+  size_t slot = 0;
+  short events = 0;
+  // Membership of the loop's lists (see Server): each flag says the pointer is in that list.
+  bool in_work = false, in_fill = false, in_live = false, in_touched = false, in_timed = false;
 };
 
 // =============================================================================================
-// The batch: writes accepted in this pass, committed together at its end.
+// Committed entries still in memory, newest last, so that live readers need not touch the disk.
+//
+// Everything it holds counts against kRecentEntriesBytes: the entries' bytes live in one ring
+// (an entry never wraps: one that would is placed at the ring's start), the 16-byte slots that
+// locate them in a second ring of bounded length. Millions of tiny entries therefore cost no
+// more than a few large ones. An entry larger than the byte ring is not kept.
 
-struct PendingWrite {
-  Connection* connection;
-  std::string id;
-  std::string bytes;  // canonical entry
-  std::string hash;   // hex SHA-256 of bytes
-};
-
-// Committed entries still in memory, newest last, bounded by kRecentEntriesBytes.
 class RecentEntries {
  public:
-  void add(uint64_t index, std::string bytes) {
-    if (entries_.empty()) first_ = index;
-    total_ += bytes.size();
-    entries_.push_back(std::move(bytes));
-    while (total_ > kRecentEntriesBytes && entries_.size() > 1) {
-      total_ -= entries_.front().size();
-      entries_.pop_front();
+  static constexpr size_t kSlotsBytes = kRecentEntriesBytes / 4;
+  static constexpr size_t kArenaBytes = kRecentEntriesBytes - kSlotsBytes;
+
+  // Keeps entry `index`, the one after the newest kept (or any index when none is kept).
+  void add(uint64_t index, std::string_view bytes) {
+    if (bytes.size() > kArenaBytes) {  // too large to keep: nothing older is kept either
+      slots_.clear();
+      first_ = index + 1;
+      return;
+    }
+    if (!arena_) arena_.reset(new char[kArenaBytes]);  // untouched pages cost nothing yet
+    uint64_t at = end_;
+    const size_t offset = static_cast<size_t>(at % kArenaBytes);
+    if (offset + bytes.size() > kArenaBytes) at += kArenaBytes - offset;
+    while (!slots_.empty() &&
+           (slots_.size() >= kMaxSlots || at + bytes.size() > slots_.front().at + kArenaBytes)) {
+      slots_.pop_front();
       first_++;
     }
+    if (slots_.empty()) first_ = index;
+    std::memcpy(arena_.get() + at % kArenaBytes, bytes.data(), bytes.size());
+    slots_.push_back({at, static_cast<uint32_t>(bytes.size())});
+    end_ = at + bytes.size();
   }
-  const std::string* find(uint64_t index) const {
-    if (entries_.empty() || index < first_ || index - first_ >= entries_.size()) return nullptr;
-    return &entries_[index - first_];
+  // The bytes of entry `index` if it is kept; valid until the next add().
+  bool find(uint64_t index, std::string_view* bytes) const {
+    if (index < first_ || index - first_ >= slots_.size()) return false;
+    const Slot& s = slots_[static_cast<size_t>(index - first_)];
+    *bytes = std::string_view(arena_.get() + s.at % kArenaBytes, s.length);
+    return true;
   }
 
  private:
-  std::deque<std::string> entries_;
-  uint64_t first_ = 0;
-  size_t total_ = 0;
+  struct Slot {
+    uint64_t at;  // position in the byte ring, counted from its creation
+    uint32_t length;
+  };
+  static constexpr size_t kMaxSlots = kSlotsBytes / sizeof(Slot);
+  std::unique_ptr<char[]> arena_;
+  std::deque<Slot> slots_;
+  uint64_t first_ = 0;  // index of slots_.front()
+  uint64_t end_ = 0;    // ring position after the newest entry
 };
 
 // =============================================================================================
@@ -482,46 +764,112 @@ Message classify(json::Document& d, std::string_view line) {
 // =============================================================================================
 // The server
 
+// A write accepted in this pass, committed with the others at its end.
+struct PendingWrite {
+  Connection* connection;
+  std::string id;
+  std::string bytes;  // canonical entry
+  std::string hash;   // hex SHA-256 of bytes
+};
+
 class Server {
  public:
-  Server(const Config& config, Store* store) : config_(config), store_(store) {}
+  Server(const Config& config, Store* store)
+      : config_(config), store_(store), scratch_(new char[kReadChunk]) {}
+  ~Server();
   bool start(std::string* error);
   int run();
 
  private:
-  // The pass, in order.
+  // ---- The pass, in order (see run()).
+  void handle_events(int ready);
   void accept_connections(int listen_fd);
+  void on_events(Connection& c, short revents);
   void read_input(Connection& c);
   void dispatch_lines(Connection& c);
   void dispatch(Connection& c, const Message& m, std::string_view line);
   void commit_batch();
-  void fill_reader(Connection& c);
-  bool reader_can_fill(const Connection& c) const;  // more to send and room for it
+  void fill_readers();
+  size_t fill_reader(Connection& c, size_t quantum);  // returns the cost of what it did
   void flush(Connection& c);
-  void close_finished(Connection& c);
+  void refresh(Connection& c);
+  void check_timers();
+  void housekeeping();
   void sweep();
-  // Helpers.
-  bool has_complete_line(Connection& c);
-  bool too_long(std::string_view unterminated) const;
-  bool can_dispatch(const Connection& c) const;
+
+  // ---- What a connection can do: the one place that says it (used by refresh()).
+  bool output_has_room(const Connection& c) const;
+  bool can_dispatch(const Connection& c) const;  // may a complete line of it be dispatched now
+  bool has_line(Connection& c);                  // a complete (or too long) line is buffered
+  bool reader_can_fill(Connection& c);
+  bool reader_waits_for_entries(const Connection& c) const;
+  short wanted_events(Connection& c);
+  void close_if_finished(Connection& c);
+
+  // ---- Helpers.
+  enum class EntryResult { Sent, Retry };
+  EntryResult append_entry(Connection& c, uint64_t index, size_t* cost);
   void reply_error(Connection& c, const char* error);
   void protocol_error(Connection& c, const char* error, std::string_view detail);
-  void append_entry(Connection& c, uint64_t index, std::string* records, uint64_t* records_first);
+  void refuse(int fd, const PeerAddress& peer);
+  void add_connection(std::unique_ptr<Connection> c);
+  void remove_slot(size_t slot);
+  void touch(Connection& c);
+  void queue_work(Connection& c);
+  void queue_fill(Connection& c);
+  void queue_timed(Connection& c);
+  void set_line_started(Connection& c, int64_t when);
+  void evict_input();
   void begin_shutdown();
-  int poll_timeout(bool accepting);
+  int poll_timeout();
+  void log_refused();
 
   Config config_;
   Store* store_;
   std::vector<Listener> listeners_;
+
+  // The poll set: the signal pipe, stdout, the listeners, then one slot per connection;
+  // connections_[slot] owns the connection in that slot (null for the fixed ones). A closed
+  // connection's slot is filled by the last one, so the set stays dense.
+  std::vector<pollfd> pollfds_;
   std::vector<std::unique_ptr<Connection>> connections_;
+  size_t first_connection_slot_ = 0;
+  size_t open_connections_ = 0;  // not counting refused ones
+  size_t refused_lingering_ = 0;
+
+  // The loop's lists; each holds only connections with something to do, so a pass costs what
+  // is active, not what is connected. A connection is in a list when its flag says so.
+  std::vector<Connection*> work_;         // lines to dispatch next pass
+  std::deque<Connection*> fill_queue_;    // readers that can send now, served round-robin
+  std::vector<Connection*> live_;         // readers waiting for new entries
+  std::vector<Connection*> touched_;      // changed in this pass: flushed and refreshed at its end
+  std::vector<Connection*> timed_;        // lingering, or waiting to retry a read
+  std::vector<Connection*> pass_work_;    // work_ of the pass being run
+  size_t partial_lines_ = 0;              // connections with an unfinished line (line_started_ms)
+  bool any_dead_ = false;
+
   std::vector<PendingWrite> batch_;
   RecentEntries recent_;
   json::Document doc_;
+  size_t input_bytes_ = 0;   // heap memory of every connection's input buffer
+  size_t output_bytes_ = 0;  // ... and of every output buffer
+  size_t buffer_peak_ = 0;   // of their sum, since the last housekeeping
+  uint64_t closed_since_trim_ = 0;
+  bool parser_released_ = false;
+  std::unique_ptr<char[]> scratch_;  // every socket read lands here first
+  std::string blob_;                 // an entry read from disk
+  std::string records_;              // a run of index records read from disk, from records_first_
+  uint64_t records_first_ = 0;
+
   uint64_t next_connection_id_ = 1;
   int signal_pipe_[2] = {-1, -1};
   bool shutting_down_ = false;
+  int64_t shutdown_deadline_ms_ = 0;
+  int64_t now_ = 0;  // the time of the current pass
   int64_t accept_paused_until_ms_ = 0;
-  std::string scratch_;
+  int64_t next_housekeeping_ms_ = 0;
+  uint64_t refused_unlogged_ = 0;
+  int64_t refused_logged_ms_ = 0;
 };
 
 int g_signal_write_fd = -1;
@@ -534,10 +882,13 @@ void on_signal(int) {
   errno = saved;
 }
 
-int64_t now_ms() {
-  struct timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+// The fixed slots at the front of the poll set.
+constexpr size_t kSignalSlot = 0;
+constexpr size_t kLogSlot = 1;
+
+Server::~Server() {
+  for (auto& c : connections_)
+    if (c) ::close(c->fd);
 }
 
 bool Server::start(std::string* error) {
@@ -553,13 +904,78 @@ bool Server::start(std::string* error) {
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGHUP, &sa, nullptr);
+  pollfds_.push_back({signal_pipe_[0], POLLIN, 0});
+  pollfds_.push_back({-1, POLLOUT, 0});  // stdout, while log lines wait for it
+  for (Listener& l : listeners_) pollfds_.push_back({l.fd, POLLIN, 0});
+  connections_.resize(pollfds_.size());
+  first_connection_slot_ = pollfds_.size();
   g_log.line(kInfo, "listening",
              Log::Fields().str("event", "listening").num("port", bound_port(listeners_[0].fd)));
   return true;
 }
 
+// ---------------------------------------------------------------------------------------------
+// The loop's lists and the poll set
+
+void Server::touch(Connection& c) {
+  if (c.in_touched) return;
+  c.in_touched = true;
+  touched_.push_back(&c);
+}
+
+void Server::queue_work(Connection& c) {
+  if (c.in_work) return;
+  c.in_work = true;
+  work_.push_back(&c);
+}
+
+void Server::queue_fill(Connection& c) {
+  if (c.in_fill) return;
+  c.in_fill = true;
+  fill_queue_.push_back(&c);
+}
+
+void Server::queue_timed(Connection& c) {
+  if (c.in_timed) return;
+  c.in_timed = true;
+  timed_.push_back(&c);
+}
+
+void Server::set_line_started(Connection& c, int64_t when) {
+  if ((c.line_started_ms != 0) != (when != 0)) {
+    if (when != 0) partial_lines_++;
+    else partial_lines_--;
+  }
+  c.line_started_ms = when;
+}
+
+void Server::add_connection(std::unique_ptr<Connection> c) {
+  c->slot = pollfds_.size();
+  c->events = 0;
+  pollfds_.push_back({c->fd, 0, 0});
+  if (c->refused) refused_lingering_++;
+  else open_connections_++;
+  touch(*c);
+  connections_.push_back(std::move(c));
+}
+
+void Server::remove_slot(size_t slot) {
+  const size_t last = pollfds_.size() - 1;
+  if (slot != last) {
+    pollfds_[slot] = pollfds_[last];
+    connections_[slot] = std::move(connections_[last]);
+    connections_[slot]->slot = slot;
+  }
+  pollfds_.pop_back();
+  connections_.pop_back();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accepting
+
 void Server::accept_connections(int listen_fd) {
-  for (;;) {
+  // A bounded number per pass, so that a flood of connections cannot hold up the others.
+  for (int accepted = 0; accepted < 64; accepted++) {
     sockaddr_storage ss;
     socklen_t len = sizeof ss;
     int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len,
@@ -570,57 +986,87 @@ void Server::accept_connections(int listen_fd) {
         // Out of descriptors: stop accepting for a moment rather than spin on the listener.
         g_log.line(kWarn, "cannot accept connection",
                    Log::Fields().str("error", std::strerror(errno)));
-        accept_paused_until_ms_ = now_ms() + 100;
+        accept_paused_until_ms_ = now_ + 100;
       }
       return;
     }
-    int one = 1;
+    const PeerAddress peer = PeerAddress::from(ss);
+    if (open_connections_ >= config_.max_connections) {
+      refuse(fd, peer);
+      continue;
+    }
+    int one = 1, unsent = kUnsentLowWater;
     ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    auto c = std::make_unique<Connection>();
-    c->fd = fd;
-    c->id = next_connection_id_++;
-    char text[INET6_ADDRSTRLEN] = {};
-    if (ss.ss_family == AF_INET6) {
-      auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-      ::inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
-      c->port = ntohs(a->sin6_port);
-    } else {
-      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-      ::inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
-      c->port = ntohs(a->sin_port);
-    }
-    c->address = text;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &unsent, sizeof unsent);
+    auto c = std::make_unique<Connection>(next_connection_id_++, fd, peer, config_.max_message_bytes,
+                                          &input_bytes_, &output_bytes_);
     g_log.line(kInfo, "connection accepted",
                Log::Fields().str("event", "connected").num("connection", c->id)
-                   .str("address", c->address).num("port", c->port));
-    connections_.push_back(std::move(c));
+                   .str("address", peer.text()).num("port", peer.port));
+    add_connection(std::move(c));
   }
+}
+
+// Over MAX_CONNECTIONS: one error line, then close. The connection lingers briefly (not counted
+// as open) so that the error is not lost to a reset; past kMaxRefusedLingering it closes at once.
+void Server::refuse(int fd, const PeerAddress& peer) {
+  static const char kRefusal[] = "{\"error\":\"too many connections\"}\n";
+  refused_unlogged_++;
+  log_refused();
+  if (refused_lingering_ >= kMaxRefusedLingering) {
+    if (::send(fd, kRefusal, sizeof kRefusal - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+    }
+    ::close(fd);
+    return;
+  }
+  auto c = std::make_unique<Connection>(next_connection_id_++, fd, peer, config_.max_message_bytes,
+                                        &input_bytes_, &output_bytes_);
+  c->refused = true;
+  c->closing = true;
+  c->output.append(kRefusal, sizeof kRefusal - 1);
+  add_connection(std::move(c));
+}
+
+// At most one warn line a second however many are refused; the count says how many.
+void Server::log_refused() {
+  if (refused_unlogged_ == 0 || now_ - refused_logged_ms_ < 1000) return;
+  g_log.line(kWarn, "too many connections",
+             Log::Fields().str("event", "refused").num("refused", refused_unlogged_)
+                 .num("max_connections", config_.max_connections));
+  refused_unlogged_ = 0;
+  refused_logged_ms_ = now_;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Input: socket bytes -> lines
 
-void Server::read_input(Connection& c) {
-  // Never hold more than one maximal line (plus "\r\n") of a connection's input.
-  const size_t cap = config_.max_message_bytes + 2;
-  if (c.input_start > 0) {
-    c.input.erase(0, c.input_start);
-    c.input_start = 0;
+void Server::on_events(Connection& c, short revents) {
+  touch(c);
+  if (revents & POLLOUT) flush(c);
+  if (!(revents & (POLLIN | POLLHUP | POLLERR)) || c.dead) return;
+  if (c.events & POLLIN) {
+    read_input(c);
+  } else if ((revents & POLLERR) || (c.output.empty() && !has_line(c))) {
+    // Hung up both ways with nothing left to do: without this, poll() would report the hang-up
+    // on every pass.
+    c.dead = true;
   }
-  size_t room = cap > c.input.size() ? cap - c.input.size() : 0;
+}
+
+void Server::read_input(Connection& c) {
+  // Never more than one longest line (and its "\r\n") of a connection's input.
+  const size_t room = c.framer.max_input() - std::min(c.input.size(), c.framer.max_input());
   if (room == 0) return;
-  size_t chunk = room < kReadChunk ? room : kReadChunk;
-  size_t old = c.input.size();
-  c.input.resize(old + chunk);
-  ssize_t n = ::recv(c.fd, &c.input[old], chunk, 0);
+  ssize_t n = ::recv(c.fd, scratch_.get(), std::min(room, kReadChunk), 0);
   if (n > 0) {
-    c.input.resize(old + static_cast<size_t>(n));
+    c.input.append(scratch_.get(), static_cast<size_t>(n));
+    queue_work(c);
     return;
   }
-  c.input.resize(old);
   if (n == 0) {
     c.input_closed = true;
+    queue_work(c);  // an unterminated last line is a line now
   } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
     // Reset or failed: nothing more can be said to this peer.
     g_log.line(kDebug, "connection error",
@@ -629,59 +1075,47 @@ void Server::read_input(Connection& c) {
   }
 }
 
-bool Server::too_long(std::string_view unterminated) const {
-  // The one byte allowed past the limit is the '\r' of a "\r\n" still to come.
-  size_t max = config_.max_message_bytes;
-  return unterminated.size() > max + 1 ||
-         (unterminated.size() == max + 1 && unterminated.back() != '\r');
+bool Server::has_line(Connection& c) {
+  return c.framer.next(c.input.view(), c.input_closed).kind != LineFramer::Kind::NeedMore;
 }
 
-bool Server::has_complete_line(Connection& c) {
-  size_t from = c.input_start + c.scanned;
-  if (from < c.input.size() &&
-      std::memchr(c.input.data() + from, '\n', c.input.size() - from) != nullptr)
-    return true;
-  c.scanned = c.input.size() - c.input_start;
-  std::string_view rest(c.input.data() + c.input_start, c.input.size() - c.input_start);
-  // At the end of input an unterminated last line still counts as a line, and so does one
-  // already too long to be a message (it is answered with an error).
-  return (c.input_closed && !rest.empty()) || too_long(rest);
+bool Server::output_has_room(const Connection& c) const {
+  return c.output.size() < kOutputHighWater &&
+         (output_bytes_ < config_.max_output_bytes || c.output.size() < kOutputFloor);
 }
 
 bool Server::can_dispatch(const Connection& c) const {
-  return !c.dead && !c.close_when_done && c.output.pending() < kOutputHighWater;
+  // A read's catch-up goes out before the reply to anything sent after the read.
+  return !c.dead && !c.closing && !c.reader.catching_up() && output_has_room(c);
 }
 
 void Server::dispatch_lines(Connection& c) {
   while (can_dispatch(c)) {
-    const char* begin = c.input.data() + c.input_start;
-    size_t avail = c.input.size() - c.input_start;
-    const char* nl = static_cast<const char*>(
-        std::memchr(begin + c.scanned, '\n', avail - c.scanned));
-    size_t line_len = nl ? static_cast<size_t>(nl - begin) : avail;
-    std::string_view line(begin, line_len);
-    if (!nl) {
-      c.scanned = avail;
-      if (!too_long(line) && (!c.input_closed || avail == 0)) return;  // wait for the rest
-    }
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    LineFramer::Frame f = c.framer.next(c.input.view(), c.input_closed);
+    if (f.kind == LineFramer::Kind::NeedMore) break;
     // Replies keep the order of messages: anything but a write waits until this connection's
-    // writes in the batch are committed and confirmed, and a read then sees them. (An
-    // over-long line cannot share a pass with earlier writes, as the input holds at most one
-    // line's worth; the check keeps that from being load-bearing.)
-    if (line.size() > config_.max_message_bytes) {
+    // writes in the batch are committed and confirmed, and a read then sees them. (A too-long
+    // line cannot share a pass with earlier writes, as the input holds at most one line's
+    // worth; the check keeps that from being load-bearing.)
+    if (f.kind == LineFramer::Kind::TooLong) {
       if (c.pending_writes == 0) protocol_error(c, "message too large", "");
-      return;
+      break;
     }
-    bool blank = line.find_first_not_of(" \t\r") == std::string_view::npos;
+    const bool blank = LineFramer::is_blank(f.line);
     Message m;
     if (!blank) {
-      m = classify(doc_, line);
-      if (m.kind != Message::Kind::Write && c.pending_writes > 0) return;
+      m = classify(doc_, f.line);
+      if (m.kind != Message::Kind::Write && c.pending_writes > 0) break;
+      dispatch(c, m, f.line);
+      if (f.line.size() >= kLargeLine) {
+        doc_.release_memory();
+        parser_released_ = true;
+      }
     }
-    c.input_start += nl ? line_len + 1 : line_len;
-    c.scanned = 0;
-    if (!blank) dispatch(c, m, line);
+    if (c.closing) break;  // protocol_error() dropped the input
+    c.input.consume(f.length);
+    c.framer.consumed(f.length);
+    set_line_started(c, 0);
   }
 }
 
@@ -689,9 +1123,9 @@ void Server::dispatch_lines(Connection& c) {
 // Dispatch: one parsed message -> batch, cursor or error reply
 
 void Server::reply_error(Connection& c, const char* error) {
-  c.output.bytes += "{\"error\":\"";
-  c.output.bytes += error;
-  c.output.bytes += "\"}\n";
+  c.output.append("{\"error\":\"");
+  c.output.append(error);
+  c.output.append("\"}\n");
 }
 
 void Server::protocol_error(Connection& c, const char* error, std::string_view detail) {
@@ -699,8 +1133,10 @@ void Server::protocol_error(Connection& c, const char* error, std::string_view d
              Log::Fields().str("event", "invalid").num("connection", c.id).str("error", detail));
   reply_error(c, error);
   // Writes before the bad line are still committed and confirmed; then the connection closes.
-  c.close_when_done = true;
+  c.closing = true;
   c.reader = ReadCursor();
+  c.input.clear();
+  set_line_started(c, 0);
 }
 
 void Server::dispatch(Connection& c, const Message& m, std::string_view line) {
@@ -717,7 +1153,7 @@ void Server::dispatch(Connection& c, const Message& m, std::string_view line) {
       reply_error(c, "invalid message");
       return;
     case Message::Kind::Read:
-      if (c.reader.kind != ReadCursor::Kind::None) {
+      if (c.reader.active()) {
         g_log.line(kWarn, "already reading", Log::Fields().num("connection", c.id));
         reply_error(c, "already reading");
         return;
@@ -727,6 +1163,7 @@ void Server::dispatch(Connection& c, const Message& m, std::string_view line) {
       c.reader.next = m.from == 0 ? 1 : m.from;
       c.reader.current_at = store_->head();
       c.reader.remaining = m.read;
+      queue_fill(c);  // its catch-up may start in this very pass
       return;
     case Message::Kind::Write: {
       PendingWrite w;
@@ -745,6 +1182,8 @@ void Server::dispatch(Connection& c, const Message& m, std::string_view line) {
 // Commit: the pass's writes -> store (one sync per chunk) -> confirmations, visible to readers
 
 void Server::commit_batch() {
+  if (batch_.empty()) return;
+  const uint64_t old_head = store_->head();
   std::vector<std::string_view> hashes, bytes;
   for (size_t start = 0; start < batch_.size(); start += kMaxBatchEntries) {
     size_t end = std::min(batch_.size(), start + kMaxBatchEntries);
@@ -763,120 +1202,191 @@ void Server::commit_batch() {
       PendingWrite& w = batch_[i];
       Connection& c = *w.connection;
       c.pending_writes--;
-      std::string& out = c.output.bytes;
+      touch(c);
+      Buffer& out = c.output;
+      std::string reply = "{\"id\":";
+      json::write_string(w.id, &reply);
       if (s.ok()) {
-        uint64_t index = first + (i - start);
-        if (!c.dead) {
-          out += "{\"id\":";
-          json::write_string(w.id, &out);
-          out += ",\"index\":";
-          out += std::to_string(index);
-          out += "}\n";
-          if (c.reader.kind == ReadCursor::Kind::Stream && index >= c.reader.next)
-            c.reader.own_writes.push_back(index);
-        }
+        const uint64_t index = first + (i - start);
+        reply += ",\"index\":";
+        reply += std::to_string(index);
+        ReadCursor& r = c.reader;
+        if (r.active() && index >= r.next) r.own_writes.push_back(index);
         if (g_log.enabled(kTrace))
           g_log.line(kTrace, "appended", Log::Fields().num("index", index).str("hash", w.hash));
-        recent_.add(index, std::move(w.bytes));
-      } else if (!c.dead) {
-        out += "{\"id\":";
-        json::write_string(w.id, &out);
-        out += ",\"error\":";
-        json::write_string(s.error, &out);
-        out += "}\n";
+        recent_.add(index, w.bytes);
+      } else {
+        reply += ",\"error\":";
+        json::write_string(s.error, &reply);
       }
+      reply += "}\n";
+      if (!c.dead) out.append(reply);
     }
   }
   batch_.clear();
+  // New entries: every reader that was waiting for them can go on.
+  if (store_->head() != old_head) {
+    for (Connection* c : live_) {
+      c->in_live = false;
+      if (!c->dead) queue_fill(*c);
+    }
+    live_.clear();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Readers: cursor -> stored bytes -> output, while under the high-water mark
+// Readers: cursor -> stored bytes -> output, within the pass's budget, round-robin
 
-void Server::append_entry(Connection& c, uint64_t index, std::string* records,
-                          uint64_t* records_first) {
-  std::string& out = c.output.bytes;
-  const std::string* bytes = recent_.find(index);
-  Status s;
-  if (!bytes) {
-    // Older entries come from disk; index records are read in runs to save system calls.
-    size_t have = records->size() / kRecordSize;
-    if (index < *records_first || index >= *records_first + have) {
-      size_t run = static_cast<size_t>(std::min<uint64_t>(64, store_->head() - index + 1));
-      s = store_->read_hashes(index, run, records);
-      *records_first = index;
-      if (!s.ok()) records->clear();
-    }
-    if (s.ok()) {
-      std::string_view record(records->data() + (index - *records_first) * kRecordSize, kRecordSize);
-      s = store_->read_blob(record, &scratch_);
-      bytes = &scratch_;
-    }
-  }
-  out += "{\"index\":";
-  out += std::to_string(index);
-  if (s.ok()) {
-    out += ",\"entry\":";
-    out += *bytes;
-  } else {
-    g_log.line(kError, "cannot read entry", Log::Fields().num("index", index).str("error", s.error));
-    out += ",\"error\":";
-    json::write_string(s.error, &out);
-  }
-  out += "}\n";
-}
-
-bool Server::reader_can_fill(const Connection& c) const {
+bool Server::reader_can_fill(Connection& c) {
   const ReadCursor& r = c.reader;
-  if (r.kind == ReadCursor::Kind::None || c.dead || shutting_down_ ||
-      c.output.pending() >= kOutputHighWater)
-    return false;
+  if (!r.active() || c.dead || c.closing || c.retry_at_ms != 0 || !output_has_room(c)) return false;
+  // Stopping: a read goes on only while a line of its connection waits behind its catch-up.
+  if (shutting_down_ && !(r.catching_up() && has_line(c))) return false;
   return r.next <= store_->head() || (!r.current_sent && r.next > r.current_at) ||
          (r.kind == ReadCursor::Kind::Batch && r.remaining == 0);
 }
 
-void Server::fill_reader(Connection& c) {
-  ReadCursor& r = c.reader;
-  if (r.kind == ReadCursor::Kind::None || c.dead) return;
-  std::string records;
-  uint64_t records_first = 0;
-  const uint64_t head = store_->head();
-  while (c.output.pending() < kOutputHighWater) {
-    if (r.kind == ReadCursor::Kind::Batch && r.remaining == 0) {
-      c.output.bytes += "{\"head\":" + std::to_string(head) + "}\n";
-      r = ReadCursor();
-      return;
-    }
-    if (!r.current_sent && r.next > r.current_at) {
-      c.output.bytes += "{\"current\":true}\n";
-      r.current_sent = true;
-      continue;
-    }
-    if (r.next > head) return;
-    if (!r.own_writes.empty() && r.own_writes.front() == r.next) {
-      r.own_writes.pop_front();
-      r.next++;
-      continue;
-    }
-    append_entry(c, r.next, &records, &records_first);
-    r.next++;
-    if (r.kind == ReadCursor::Kind::Batch) r.remaining--;
+bool Server::reader_waits_for_entries(const Connection& c) const {
+  const ReadCursor& r = c.reader;
+  return r.active() && !c.dead && !c.closing && r.next > store_->head();
+}
+
+void Server::fill_readers() {
+  size_t budget = kPassReaderBudget;
+  while (budget > 0 && !fill_queue_.empty()) {
+    Connection& c = *fill_queue_.front();
+    fill_queue_.pop_front();
+    c.in_fill = false;
+    touch(c);
+    if (!reader_can_fill(c)) continue;  // refresh() at the end of the pass files it elsewhere
+    const size_t cost = fill_reader(c, std::min(budget, kReaderQuantum));
+    budget -= std::min(cost, budget);
+    flush(c);  // the socket may take it all, and the reader go on in its next turn
+    if (reader_can_fill(c)) queue_fill(c);
   }
 }
 
+size_t Server::fill_reader(Connection& c, size_t quantum) {
+  ReadCursor& r = c.reader;
+  const uint64_t head = store_->head();
+  size_t cost = 0;
+  while (cost < quantum && output_has_room(c)) {
+    while (r.own_front < r.own_writes.size() && r.own_writes[r.own_front] < r.next) r.pop_own();
+    if (r.kind == ReadCursor::Kind::Batch && r.remaining == 0) {
+      // The head, short of the first of this connection's own writes the read did not send.
+      const uint64_t h = r.own_front < r.own_writes.size()
+                             ? std::min(head, r.own_writes[r.own_front] - 1) : head;
+      c.output.append("{\"head\":" + std::to_string(h) + "}\n");
+      r = ReadCursor();
+      return cost + kMarkerCost;
+    }
+    if (!r.current_sent && r.next > r.current_at) {
+      c.output.append("{\"current\":true}\n");
+      r.current_sent = true;
+      cost += kMarkerCost;
+      continue;
+    }
+    if (r.next > head) break;
+    if (r.has_own(r.next)) {
+      r.pop_own();
+      if (r.kind == ReadCursor::Kind::Stream) {  // confirmed to it instead
+        r.next++;
+        cost += kMarkerCost;
+        continue;
+      }
+    }
+    if (append_entry(c, r.next, &cost) == EntryResult::Retry) break;
+    r.next++;
+    if (r.kind == ReadCursor::Kind::Batch) r.remaining--;
+  }
+  return cost;
+}
+
+Server::EntryResult Server::append_entry(Connection& c, uint64_t index, size_t* cost) {
+  std::string_view bytes;
+  Status s;
+  if (recent_.find(index, &bytes)) {
+    *cost += bytes.size();
+  } else {
+    // Older entries come from disk; index records are read in runs to save system calls.
+    const size_t have = records_.size() / kRecordSize;
+    if (index < records_first_ || index >= records_first_ + have) {
+      const size_t run = static_cast<size_t>(std::min<uint64_t>(64, store_->head() - index + 1));
+      s = store_->read_hashes(index, run, &records_);
+      records_first_ = index;
+      if (!s.ok()) records_.clear();
+    }
+    if (s.ok()) {
+      std::string_view record(records_.data() + (index - records_first_) * kRecordSize, kRecordSize);
+      s = store_->read_blob(record, &blob_);
+      bytes = blob_;
+    }
+    *cost += kDiskReadCost + blob_.size();
+  }
+  if (s.transient()) {
+    // Not the entry's fault: try again later, from the same index.
+    if (c.retry_since_ms == 0) {
+      c.retry_since_ms = now_;
+      c.retry_delay_ms = kReadRetryFirstMs;
+      g_log.line(kWarn, "cannot read entry now, will retry",
+                 Log::Fields().str("event", "read-retry").num("connection", c.id)
+                     .num("index", index).str("error", s.error));
+    } else {
+      c.retry_delay_ms = std::min(2 * c.retry_delay_ms, kReadRetryMaxMs);
+    }
+    if (now_ - c.retry_since_ms >= kReadRetryGiveUpMs) {
+      g_log.line(kError, "cannot read entry, giving up",
+                 Log::Fields().str("event", "read-failed").num("connection", c.id)
+                     .num("index", index).str("error", s.error));
+      std::string error = "cannot read entry " + std::to_string(index) + ": " + s.error;
+      c.output.append("{\"error\":");
+      std::string quoted;
+      json::write_string(error, &quoted);
+      c.output.append(quoted);
+      c.output.append("}\n");
+      c.closing = true;
+      c.reader = ReadCursor();
+      c.input.clear();
+      set_line_started(c, 0);
+      return EntryResult::Retry;
+    }
+    c.retry_at_ms = now_ + c.retry_delay_ms;
+    queue_timed(c);
+    return EntryResult::Retry;
+  }
+  if (c.retry_since_ms != 0) {
+    g_log.line(kInfo, "read entry after retrying",
+               Log::Fields().str("event", "read-resumed").num("connection", c.id).num("index", index)
+                   .num("ms", static_cast<uint64_t>(now_ - c.retry_since_ms)));
+    c.retry_since_ms = 0;
+  }
+  Buffer& out = c.output;
+  std::string prefix = "{\"index\":" + std::to_string(index);
+  out.append(prefix);
+  if (s.ok()) {
+    out.append(",\"entry\":");
+    out.append(bytes);
+  } else {
+    // Missing or damaged: the reader is told in the entry's place, and the read goes on.
+    g_log.line(kError, "cannot read entry", Log::Fields().num("index", index).str("error", s.error));
+    std::string quoted;
+    json::write_string(s.error, &quoted);
+    out.append(",\"error\":");
+    out.append(quoted);
+  }
+  out.append("}\n");
+  if (blob_.capacity() >= kLargeLine) std::string().swap(blob_);  // keep no large scratch
+  return EntryResult::Sent;
+}
+
 // ---------------------------------------------------------------------------------------------
-// Output: flush, close, sweep
+// Output, closing, and what each connection wants next
 
 void Server::flush(Connection& c) {
-  // A fast reader keeps streaming within the pass while its socket takes more, but only for a
-  // few refills, so that one reader of a long log cannot starve the other connections.
-  int refills = 4;
-  while (!c.dead && c.output.pending() > 0) {
-    ssize_t n = ::send(c.fd, c.output.bytes.data() + c.output.sent, c.output.pending(),
-                       MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (!c.dead && !c.output.empty()) {
+    ssize_t n = ::send(c.fd, c.output.data(), c.output.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
-      c.output.consumed(static_cast<size_t>(n));
-      if (c.output.pending() == 0 && !shutting_down_ && refills-- > 0) fill_reader(c);
+      c.output.consume(static_cast<size_t>(n));
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -885,18 +1395,18 @@ void Server::flush(Connection& c) {
   }
 }
 
-void Server::close_finished(Connection& c) {
-  if (c.dead || c.output.pending() > 0 || c.pending_writes > 0) return;
+void Server::close_if_finished(Connection& c) {
+  if (c.dead || !c.output.empty() || c.pending_writes > 0) return;
   bool finished;
-  if (c.close_when_done) {
+  if (c.closing) {
     finished = true;
   } else if (shutting_down_) {
-    // Stopping: once every line it can still dispatch is answered.
-    finished = !(can_dispatch(c) && has_complete_line(c));
+    // Stopping: once no line is left that could still be dispatched (a line behind a read's
+    // catch-up waits for it; reader_can_fill() lets that catch-up go on).
+    finished = !has_line(c);
   } else {
     // After a half-close: once every line is answered and a read has reached "current".
-    finished = c.input_closed && c.input.size() == c.input_start &&
-               (c.reader.kind == ReadCursor::Kind::None || c.reader.current_sent);
+    finished = c.input_closed && c.input.empty() && !c.reader.catching_up();
   }
   if (!finished) return;
   if (!c.input_closed) {
@@ -905,121 +1415,268 @@ void Server::close_finished(Connection& c) {
     // send our FIN, and close only once every byte we sent is acknowledged, or time is up.
     if (c.linger_until_ms == 0) {
       ::shutdown(c.fd, SHUT_WR);
-      c.linger_until_ms = now_ms() + kLingerMs;
+      c.linger_until_ms = now_ + (c.refused ? kRefusedLingerMs : kLingerMs);
+      queue_timed(c);
     }
     int unacked = 0;
-    if (::ioctl(c.fd, SIOCOUTQ, &unacked) == 0 && unacked > 0 && now_ms() < c.linger_until_ms)
-      return;
+    if (::ioctl(c.fd, SIOCOUTQ, &unacked) == 0 && unacked > 0 && now_ < c.linger_until_ms) return;
   }
   c.dead = true;
 }
 
-void Server::sweep() {
+short Server::wanted_events(Connection& c) {
+  short events = 0;
+  // Input is read while there is room for it and nothing already read is waiting: a line that
+  // cannot be dispatched yet holds back the peer (TCP), not our memory.
+  if (!shutting_down_ && !c.input_closed && !c.closing && output_has_room(c) &&
+      c.input.size() < c.framer.max_input() && !has_line(c))
+    events |= POLLIN;
+  if (!c.output.empty()) events |= POLLOUT;
+  return events;
+}
+
+// The one place that files a connection after its pass: what to poll for, which list it
+// belongs to, and whether it is done.
+void Server::refresh(Connection& c) {
+  if (c.dead) return;
+  close_if_finished(c);
+  if (c.dead) return;
+  const short events = wanted_events(c);
+  if (events != c.events) {
+    c.events = events;
+    pollfds_[c.slot].events = events;
+  }
+  // LINE_TIMEOUT runs from the first byte of an unfinished line; a complete line that waits
+  // for its turn is not the peer's delay.
+  const bool line = has_line(c);
+  if (line || c.input.empty()) set_line_started(c, 0);
+  else if (c.line_started_ms == 0) set_line_started(c, now_);
+  if (line && can_dispatch(c)) queue_work(c);
+  if (reader_can_fill(c)) {
+    queue_fill(c);
+  } else if (!c.in_live && reader_waits_for_entries(c)) {
+    c.in_live = true;
+    live_.push_back(&c);
+  }
+}
+
+// Lingering connections and readers waiting to retry, on their own clock.
+void Server::check_timers() {
   size_t kept = 0;
-  for (auto& c : connections_) {
+  for (Connection* c : timed_) {
     if (c->dead) {
-      ::close(c->fd);
-      g_log.line(kInfo, "connection closed",
-                 Log::Fields().str("event", "close").num("connection", c->id)
-                     .str("address", c->address).num("port", c->port));
+      c->in_timed = false;
       continue;
     }
-    connections_[kept++] = std::move(c);
+    bool waiting = false;
+    if (c->retry_at_ms != 0) {
+      if (now_ >= c->retry_at_ms) {
+        c->retry_at_ms = 0;
+        touch(*c);  // refresh() puts the reader back in the fill queue
+      } else {
+        waiting = true;
+      }
+    }
+    if (c->linger_until_ms != 0) {
+      touch(*c);  // close_if_finished() looks at the acknowledgements again
+      waiting = true;
+    }
+    if (waiting) timed_[kept++] = c;
+    else c->in_timed = false;
   }
-  connections_.resize(kept);
+  timed_.resize(kept);
+}
+
+// Once a second while needed: lines not finished in time, the refused-connections line, and
+// memory given back to the system after a burst.
+void Server::housekeeping() {
+  next_housekeeping_ms_ = now_ + 1000;
+  log_refused();
+  if (config_.line_timeout_s > 0 && partial_lines_ > 0) {
+    const int64_t limit = static_cast<int64_t>(config_.line_timeout_s) * 1000;
+    for (size_t slot = first_connection_slot_; slot < connections_.size(); slot++) {
+      Connection& c = *connections_[slot];
+      if (c.line_started_ms == 0 || now_ - c.line_started_ms < limit || c.closing || c.dead) continue;
+      if (c.pending_writes > 0) continue;  // its earlier writes are confirmed first
+      protocol_error(c, "message timeout", "a line was not finished within LINE_TIMEOUT");
+      touch(c);
+    }
+  }
+  const size_t held = input_bytes_ + output_bytes_;
+  if (buffer_peak_ - std::min(buffer_peak_, held) >= kTrimAfterBytes ||
+      closed_since_trim_ >= kTrimAfterClosed || parser_released_) {
+    ::malloc_trim(0);
+    closed_since_trim_ = 0;
+    parser_released_ = false;
+  }
+  buffer_peak_ = held;
+}
+
+// Over MAX_INPUT_BYTES: close connections, oldest unfinished line first (a peer that trickles
+// a line holds memory longest), until the input held fits again.
+void Server::evict_input() {
+  while (input_bytes_ > config_.max_input_bytes) {
+    Connection* victim = nullptr;
+    for (size_t slot = first_connection_slot_; slot < connections_.size(); slot++) {
+      Connection* c = connections_[slot].get();
+      if (c->closing || c->dead || c->input.capacity() == 0) continue;
+      if (!victim) {
+        victim = c;
+        continue;
+      }
+      // Unfinished lines first, oldest first; else whoever holds the most.
+      const bool c_partial = c->line_started_ms != 0, v_partial = victim->line_started_ms != 0;
+      if (c_partial != v_partial ? c_partial
+                                 : (c_partial ? c->line_started_ms < victim->line_started_ms
+                                              : c->input.capacity() > victim->input.capacity()))
+        victim = c;
+    }
+    if (!victim) return;
+    g_log.line(kWarn, "input buffers full",
+               Log::Fields().str("event", "evicted").num("connection", victim->id)
+                   .num("held", victim->input.capacity()).num("max_input_bytes", config_.max_input_bytes));
+    protocol_error(*victim, "server input buffers full", "");
+    touch(*victim);
+  }
+}
+
+void Server::sweep() {
+  if (!any_dead_) return;
+  any_dead_ = false;
+  // The dead are freed below: first no list may keep them.
+  auto drop_dead = [](auto& list) {
+    list.erase(std::remove_if(list.begin(), list.end(), [](Connection* c) { return c->dead; }),
+               list.end());
+  };
+  drop_dead(work_);
+  drop_dead(fill_queue_);
+  drop_dead(live_);
+  drop_dead(timed_);
+  for (size_t slot = first_connection_slot_; slot < connections_.size();) {
+    Connection& c = *connections_[slot];
+    if (!c.dead) {
+      slot++;
+      continue;
+    }
+    ::close(c.fd);
+    if (c.refused) {
+      refused_lingering_--;
+    } else {
+      open_connections_--;
+      g_log.line(kInfo, "connection closed",
+                 Log::Fields().str("event", "close").num("connection", c.id)
+                     .str("address", c.peer.text()).num("port", c.peer.port));
+    }
+    set_line_started(c, 0);
+    closed_since_trim_++;
+    remove_slot(slot);  // the last connection moves into this slot: look at it next
+  }
 }
 
 void Server::begin_shutdown() {
   shutting_down_ = true;
+  shutdown_deadline_ms_ = now_ + kShutdownFlushMs;
   for (Listener& l : listeners_) ::close(l.fd);
+  for (size_t slot = kLogSlot + 1; slot < first_connection_slot_; slot++) pollfds_[slot].fd = -1;
   listeners_.clear();
-  g_log.line(kInfo, "stopping", Log::Fields().num("connections", connections_.size()));
+  g_log.line(kInfo, "stopping", Log::Fields().num("connections", open_connections_));
+  // Every connection stops reading and decides whether it is done.
+  for (size_t slot = first_connection_slot_; slot < connections_.size(); slot++)
+    touch(*connections_[slot]);
 }
 
 // ---------------------------------------------------------------------------------------------
 // The loop: it only moves data between the steps above.
 
-int Server::poll_timeout(bool accepting) {
-  bool lingering = false;
-  for (auto& c : connections_) {
-    // Lines already buffered (e.g. behind a write now confirmed) and readers with entries to
-    // send and room for them need no wait.
-    if ((can_dispatch(*c) && has_complete_line(*c)) || reader_can_fill(*c)) return 0;
-    lingering = lingering || c->linger_until_ms != 0;
+int Server::poll_timeout() {
+  if (!work_.empty() || !fill_queue_.empty() || !touched_.empty()) return 0;
+  int64_t wake = -1;
+  auto at = [&](int64_t when) {
+    if (wake < 0 || when < wake) wake = when;
+  };
+  for (Connection* c : timed_) {
+    if (c->linger_until_ms != 0) at(now_ + 10);  // acknowledgements wake nobody
+    if (c->retry_at_ms != 0) at(c->retry_at_ms);
   }
-  // Acknowledgements, the stop's deadline and the end of an accept pause wake nobody.
-  if (lingering || shutting_down_) return 10;
-  if (!accepting) return 100;
-  return -1;
+  if (shutting_down_) at(now_ + 10);
+  if (accept_paused_until_ms_ > now_) at(accept_paused_until_ms_);
+  if (refused_unlogged_ > 0 || (config_.line_timeout_s > 0 && partial_lines_ > 0) ||
+      buffer_peak_ >= input_bytes_ + output_bytes_ + kTrimAfterBytes ||
+      closed_since_trim_ >= kTrimAfterClosed || parser_released_)
+    at(next_housekeeping_ms_);
+  if (wake < 0) return -1;
+  return static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(wake - now_, 1000)));
+}
+
+void Server::handle_events(int ready) {
+  for (size_t slot = 0; slot < pollfds_.size() && ready > 0; slot++) {
+    const short revents = pollfds_[slot].revents;
+    if (revents == 0) continue;
+    pollfds_[slot].revents = 0;
+    ready--;
+    if (slot == kSignalSlot) {
+      char drain[64];
+      while (::read(signal_pipe_[0], drain, sizeof drain) > 0) {
+      }
+      if (!shutting_down_) begin_shutdown();
+    } else if (slot == kLogSlot) {
+      g_log.flush();
+    } else if (slot < first_connection_slot_) {
+      if (!shutting_down_) accept_connections(pollfds_[slot].fd);
+    } else {
+      on_events(*connections_[slot], revents);
+    }
+  }
 }
 
 int Server::run() {
-  std::vector<pollfd> fds;
-  int64_t shutdown_deadline = 0;
   for (;;) {
-    fds.clear();
-    fds.push_back({signal_pipe_[0], POLLIN, 0});
-    const bool accepting = !shutting_down_ && now_ms() >= accept_paused_until_ms_;
-    for (Listener& l : listeners_) fds.push_back({l.fd, static_cast<short>(accepting ? POLLIN : 0), 0});
-    const size_t first_conn = fds.size();
-    for (auto& c : connections_) {
-      short events = 0;
-      if (!shutting_down_ && !c->input_closed && !c->close_when_done &&
-          c->output.pending() < kOutputHighWater &&
-          c->input.size() - c->input_start < config_.max_message_bytes + 2)
-        events |= POLLIN;
-      if (c->output.pending() > 0) events |= POLLOUT;
-      fds.push_back({c->fd, events, 0});
-    }
-    int n = ::poll(fds.data(), fds.size(), poll_timeout(accepting));
+    now_ = now_ms();
+    const bool accepting = !shutting_down_ && now_ >= accept_paused_until_ms_;
+    for (size_t slot = kLogSlot + 1; slot < first_connection_slot_; slot++)
+      pollfds_[slot].events = accepting ? POLLIN : 0;
+    pollfds_[kLogSlot].fd = g_log.waiting_fd();
+    int n = ::poll(pollfds_.data(), pollfds_.size(), poll_timeout());
     if (n < 0 && errno != EINTR) {
       g_log.line(kFatal, "poll failed", Log::Fields().str("error", std::strerror(errno)));
       return kExitFailure;
     }
+    now_ = now_ms();
+    if (n > 0) handle_events(n);
+    if (!timed_.empty()) check_timers();
+    if (now_ >= next_housekeeping_ms_) housekeeping();
 
-    if (n > 0 && (fds[0].revents & POLLIN)) {
-      char drain[64];
-      while (::read(signal_pipe_[0], drain, sizeof drain) > 0) {
-      }
-      if (!shutting_down_) {
-        begin_shutdown();
-        shutdown_deadline = now_ms() + kShutdownFlushMs;
-      }
+    // Lines: every connection with something new dispatches what it may.
+    pass_work_.swap(work_);
+    for (Connection* c : pass_work_) {
+      c->in_work = false;
+      touch(*c);
+      dispatch_lines(*c);
     }
-    for (size_t i = 1; i < first_conn && n > 0 && !shutting_down_; i++)
-      if (fds[i].revents & POLLIN) accept_connections(fds[i].fd);
-
-    // connections_ may have grown by accepting; fds covers those that existed before.
-    for (size_t i = first_conn; i < fds.size() && n > 0; i++) {
-      Connection& c = *connections_[i - first_conn];
-      if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) {
-        if (fds[i].events & POLLIN) {
-          read_input(c);
-        } else if ((fds[i].revents & POLLERR) ||
-                   (c.output.pending() == 0 && !has_complete_line(c))) {
-          // Hung up both ways with nothing left to do: without this, poll() would report the
-          // hang-up on every pass.
-          c.dead = true;
-        }
-      }
-    }
-    for (auto& c : connections_) dispatch_lines(*c);
+    pass_work_.clear();
+    if (input_bytes_ > config_.max_input_bytes) evict_input();
     commit_batch();
-    for (auto& c : connections_) {
-      if (!shutting_down_) fill_reader(*c);
-      flush(*c);
-      close_finished(*c);
+    fill_readers();
+    // The end of the pass: what changed is flushed and filed for the next one.
+    buffer_peak_ = std::max(buffer_peak_, input_bytes_ + output_bytes_);
+    for (size_t i = 0; i < touched_.size(); i++) {  // refresh() may touch no one new
+      Connection& c = *touched_[i];
+      c.in_touched = false;
+      flush(c);
+      refresh(c);
+      any_dead_ = any_dead_ || c.dead;
     }
+    touched_.clear();
     sweep();
 
-    if (shutting_down_) {
-      // Done when every connection is closed by close_finished(), or time is up.
-      if (connections_.empty() || now_ms() >= shutdown_deadline) {
-        for (auto& c : connections_) c->dead = true;
-        sweep();
-        g_log.line(kInfo, "stopped");
-        return kExitOk;
-      }
+    if (shutting_down_ && (open_connections_ + refused_lingering_ == 0 || now_ >= shutdown_deadline_ms_)) {
+      // Done when every connection is closed by close_if_finished(), or time is up.
+      for (size_t slot = first_connection_slot_; slot < connections_.size(); slot++)
+        connections_[slot]->dead = true;
+      any_dead_ = true;
+      sweep();
+      g_log.line(kInfo, "stopped");
+      return kExitOk;
     }
   }
 }
@@ -1049,13 +1706,15 @@ int run_check(const Config& config) {
   return report.problems.empty() ? kExitOk : kExitDamaged;
 }
 
-void raise_fd_limit() {
-  // Every connection is a descriptor: use what the administrator allows.
+// Every connection is a descriptor: use what the administrator allows. Returns the limit.
+uint64_t raise_fd_limit() {
   struct rlimit rl;
-  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &rl);
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::getrlimit(RLIMIT_NOFILE, &rl);
   }
+  return rl.rlim_cur == RLIM_INFINITY ? (1ull << 20) : static_cast<uint64_t>(rl.rlim_cur);
 }
 
 }  // namespace
@@ -1064,22 +1723,39 @@ int main(int argc, char** argv) {
   Config config = parse_config(argc, argv);
   g_log.init(config.log_level);
   ::signal(SIGPIPE, SIG_IGN);  // a closed stdout or a vanished peer is an error code, not death
-  if (config.check) return run_check(config);
-  raise_fd_limit();
-
-  Store store;
-  std::vector<std::string> warnings;
-  Status s = store.open({config.blobs, config.leveldb, config.sync}, &warnings);
-  for (const std::string& w : warnings) g_log.line(kWarn, w, Log::Fields().str("event", "recovery"));
-  if (!s.ok()) {
-    g_log.line(kFatal, "cannot open the store", Log::Fields().str("error", s.error));
-    return kExitFailure;
+  ::mallopt(M_MMAP_THRESHOLD, kMmapThreshold);
+  int status;
+  if (config.check) {
+    status = run_check(config);
+  } else {
+    const uint64_t descriptors = raise_fd_limit();
+    const uint64_t fitting = descriptors > 2 * kDescriptorReserve ? descriptors - kDescriptorReserve
+                                                                  : std::max<uint64_t>(1, descriptors / 2);
+    if (config.max_connections == 0) {
+      config.max_connections = fitting;
+    } else if (config.max_connections > fitting) {
+      g_log.line(kWarn, "MAX_CONNECTIONS is more than the descriptor limit leaves room for",
+                 Log::Fields().str("event", "config").num("max_connections", config.max_connections)
+                     .num("descriptor_limit", descriptors));
+    }
+    Store store;
+    std::vector<std::string> warnings;
+    Status s = store.open({config.blobs, config.leveldb, config.sync}, &warnings);
+    for (const std::string& w : warnings) g_log.line(kWarn, w, Log::Fields().str("event", "recovery"));
+    if (!s.ok()) {
+      g_log.line(kFatal, "cannot open the store", Log::Fields().str("error", s.error));
+      status = kExitFailure;
+    } else {
+      Server server(config, &store);
+      std::string error;
+      if (!server.start(&error)) {
+        g_log.line(kFatal, "cannot start", Log::Fields().str("error", error));
+        status = kExitFailure;
+      } else {
+        status = server.run();
+      }
+    }
   }
-  Server server(config, &store);
-  std::string error;
-  if (!server.start(&error)) {
-    g_log.line(kFatal, "cannot start", Log::Fields().str("error", error));
-    return kExitFailure;
-  }
-  return server.run();
+  g_log.flush_for(kLogStopFlushMs);
+  return status;
 }
