@@ -1,8 +1,15 @@
 // SHA-256 per FIPS 180-4. Every blob is hashed on each write and each read from
-// disk, so the block function is written for speed with plain portable C++.
+// disk, so the block function is written for speed: with the x86 SHA extensions where the CPU
+// has them (checked once, at startup), else with plain portable C++.
 #include "sha256.hpp"
 
 #include <cstring>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SHA256_X86_SHA_NI 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -54,48 +61,134 @@ inline void round_step(uint32_t a, uint32_t b, uint32_t c, uint32_t& d, uint32_t
 
 constexpr char kHexDigits[] = "0123456789abcdef";
 
+// The portable block function: `blocks` 64-byte blocks at p.
+void compress_portable(uint32_t state[8], const uint8_t* p, size_t blocks) {
+  for (; blocks > 0; --blocks, p += 64) {
+    const uint8_t* block = p;
+    // A 16-word ring keeps the schedule in registers/L1 rather than expanding all 64 words up front.
+    uint32_t w[16];
+    for (int i = 0; i < 16; ++i) w[i] = load_be32(block + 4 * i);
+
+    uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
+    uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
+
+    // Eight rounds per iteration bring the variable naming back to where it started.
+    for (int i = 0; i < 64; i += 8) {
+      if (i >= 16) {
+        for (int j = 0; j < 8; ++j) {
+          const int t = i + j;
+          w[t & 15] += small_sigma1(w[(t - 2) & 15]) + w[(t - 7) & 15] + small_sigma0(w[(t - 15) & 15]);
+        }
+      }
+      round_step(a, b, c, d, e, f, g, h, kRound[i + 0] + w[(i + 0) & 15]);
+      round_step(h, a, b, c, d, e, f, g, kRound[i + 1] + w[(i + 1) & 15]);
+      round_step(g, h, a, b, c, d, e, f, kRound[i + 2] + w[(i + 2) & 15]);
+      round_step(f, g, h, a, b, c, d, e, kRound[i + 3] + w[(i + 3) & 15]);
+      round_step(e, f, g, h, a, b, c, d, kRound[i + 4] + w[(i + 4) & 15]);
+      round_step(d, e, f, g, h, a, b, c, kRound[i + 5] + w[(i + 5) & 15]);
+      round_step(c, d, e, f, g, h, a, b, kRound[i + 6] + w[(i + 6) & 15]);
+      round_step(b, c, d, e, f, g, h, a, kRound[i + 7] + w[(i + 7) & 15]);
+    }
+
+    state[0] += a;
+    state[1] += b;
+    state[2] += c;
+    state[3] += d;
+    state[4] += e;
+    state[5] += f;
+    state[6] += g;
+    state[7] += h;
+  }
+}
+
+#ifdef SHA256_X86_SHA_NI
+// The block function with the SHA extensions (Intel SDM: SHA256RNDS2 does two rounds on the
+// state held as {A,B,E,F} and {C,D,G,H}, from two W+K words in the low half of its third
+// operand; SHA256MSG1 and SHA256MSG2 compute the message schedule four words at a time).
+__attribute__((target("sha,sse4.1"))) void compress_sha_ni(uint32_t state[8], const uint8_t* p,
+                                                           size_t blocks) {
+  // Words are big-endian in the message: reverse the bytes of each 32-bit lane.
+  const __m128i byte_swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  // state[0..7] = a..h. Lanes are listed from lane 0 (the low 32 bits) up.
+  __m128i abcd = _mm_loadu_si128(reinterpret_cast<const __m128i*>(state));      // a b c d
+  __m128i efgh = _mm_loadu_si128(reinterpret_cast<const __m128i*>(state + 4));  // e f g h
+  abcd = _mm_shuffle_epi32(abcd, 0xB1);                  // b a d c
+  efgh = _mm_shuffle_epi32(efgh, 0x1B);                  // h g f e
+  __m128i abef = _mm_alignr_epi8(abcd, efgh, 8);         // f e b a: A in the top lane
+  __m128i cdgh = _mm_blend_epi16(efgh, abcd, 0xF0);      // h g d c: C in the top lane
+  for (; blocks > 0; --blocks, p += 64) {
+    const __m128i abef_start = abef, cdgh_start = cdgh;
+    __m128i w[4];  // the last 16 schedule words, four to a register, oldest first
+    for (int i = 0; i < 4; ++i)
+      w[i] = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * i)), byte_swap);
+    for (int i = 0; i < 16; ++i) {  // four rounds each
+      __m128i words;
+      if (i < 4) {
+        words = w[i];
+      } else {
+        // W[t] = s1(W[t-2]) + W[t-7] + s0(W[t-15]) + W[t-16], for t = 4i .. 4i+3.
+        __m128i t = _mm_sha256msg1_epu32(w[0], w[1]);          // W[t-16] + s0(W[t-15])
+        t = _mm_add_epi32(t, _mm_alignr_epi8(w[3], w[2], 4));  // + W[t-7]
+        words = _mm_sha256msg2_epu32(t, w[3]);                 // + s1(W[t-2])
+        w[0] = w[1];
+        w[1] = w[2];
+        w[2] = w[3];
+        w[3] = words;
+      }
+      __m128i wk = _mm_add_epi32(
+          words, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kRound + 4 * i)));
+      cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);  // rounds 4i, 4i+1: cdgh is the new abef
+      wk = _mm_shuffle_epi32(wk, 0x0E);              // the other two W+K words down
+      abef = _mm_sha256rnds2_epu32(abef, cdgh, wk);  // rounds 4i+2, 4i+3
+    }
+    abef = _mm_add_epi32(abef, abef_start);
+    cdgh = _mm_add_epi32(cdgh, cdgh_start);
+  }
+  __m128i feba = _mm_shuffle_epi32(abef, 0x1B);   // a b e f
+  __m128i ghcd = _mm_shuffle_epi32(cdgh, 0xB1);   // g h c d
+  abcd = _mm_blend_epi16(feba, ghcd, 0xF0);       // a b c d
+  efgh = _mm_alignr_epi8(ghcd, feba, 8);          // e f g h
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(state), abcd);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(state + 4), efgh);
+}
+
+bool cpu_has_sha_ni() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  const bool ssse3 = c & (1u << 9), sse41 = c & (1u << 19);
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return ssse3 && sse41 && (b & (1u << 29));  // CPUID.7.0:EBX.SHA
+}
+#else
+bool cpu_has_sha_ni() { return false; }
+#endif
+
+using CompressFn = void (*)(uint32_t*, const uint8_t*, size_t);
+
+CompressFn choose_compress(bool hardware) {
+#ifdef SHA256_X86_SHA_NI
+  if (hardware && cpu_has_sha_ni()) return compress_sha_ni;
+#endif
+  (void)hardware;
+  return compress_portable;
+}
+
+CompressFn g_compress = choose_compress(true);
+
 }  // namespace
+
+bool sha256_hardware_available() { return cpu_has_sha_ni(); }
+bool sha256_use_hardware(bool use) {
+  g_compress = choose_compress(use);
+  return g_compress != compress_portable;
+}
 
 Sha256::Sha256()
     // FIPS 180-4 section 5.3.3: fractional parts of the square roots of the first 8 primes.
     : state_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
              0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
 
-void Sha256::compress(const uint8_t block[64]) {
-  // A 16-word ring keeps the schedule in registers/L1 rather than expanding all 64 words up front.
-  uint32_t w[16];
-  for (int i = 0; i < 16; ++i) w[i] = load_be32(block + 4 * i);
-
-  uint32_t a = state_[0], b = state_[1], c = state_[2], d = state_[3];
-  uint32_t e = state_[4], f = state_[5], g = state_[6], h = state_[7];
-
-  // Eight rounds per iteration bring the variable naming back to where it started.
-  for (int i = 0; i < 64; i += 8) {
-    if (i >= 16) {
-      for (int j = 0; j < 8; ++j) {
-        const int t = i + j;
-        w[t & 15] += small_sigma1(w[(t - 2) & 15]) + w[(t - 7) & 15] + small_sigma0(w[(t - 15) & 15]);
-      }
-    }
-    round_step(a, b, c, d, e, f, g, h, kRound[i + 0] + w[(i + 0) & 15]);
-    round_step(h, a, b, c, d, e, f, g, kRound[i + 1] + w[(i + 1) & 15]);
-    round_step(g, h, a, b, c, d, e, f, kRound[i + 2] + w[(i + 2) & 15]);
-    round_step(f, g, h, a, b, c, d, e, kRound[i + 3] + w[(i + 3) & 15]);
-    round_step(e, f, g, h, a, b, c, d, kRound[i + 4] + w[(i + 4) & 15]);
-    round_step(d, e, f, g, h, a, b, c, kRound[i + 5] + w[(i + 5) & 15]);
-    round_step(c, d, e, f, g, h, a, b, kRound[i + 6] + w[(i + 6) & 15]);
-    round_step(b, c, d, e, f, g, h, a, kRound[i + 7] + w[(i + 7) & 15]);
-  }
-
-  state_[0] += a;
-  state_[1] += b;
-  state_[2] += c;
-  state_[3] += d;
-  state_[4] += e;
-  state_[5] += f;
-  state_[6] += g;
-  state_[7] += h;
-}
+void Sha256::compress(const uint8_t block[64]) { g_compress(state_, block, 1); }
 
 void Sha256::update(const void* data, size_t len) {
   // update(nullptr, 0) is legal for callers, but memcpy from a null pointer is not.
@@ -116,7 +209,11 @@ void Sha256::update(const void* data, size_t len) {
 
   // Whole blocks are hashed in place: copying them to buffer_ first would cost
   // a second pass over large blobs.
-  for (; len >= 64; p += 64, len -= 64) compress(p);
+  if (len >= 64) {
+    g_compress(state_, p, len / 64);
+    p += len / 64 * 64;
+    len %= 64;
+  }
 
   if (len > 0) {
     std::memcpy(buffer_, p, len);

@@ -23,3 +23,9 @@ class Sha256 {
 
 // The 64 lowercase hex digits of the SHA-256 of `bytes`.
 std::string sha256_hex(std::string_view bytes);
+
+// Whether this CPU has the x86 SHA extensions; they are used when it does.
+bool sha256_hardware_available();
+// For tests: use the SHA extensions (when available) or the portable code. Returns whether the
+// SHA extensions are now in use. Not thread-safe: call before hashing starts.
+bool sha256_use_hardware(bool use);
