@@ -13,6 +13,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -106,8 +107,10 @@ inline std::optional<int> wait_for_exit(pid_t pid, Clock::time_point deadline) {
 
 // Variables the server reads; the inherited environment never leaks them into a test.
 inline const std::vector<std::string>& server_variables() {
-  static const std::vector<std::string> names{"PORT", "HOST",      "BLOBS",    "LEVELDB",
-                                              "LEVELDOWN", "SYNC", "LOG_LEVEL", "MAX_MESSAGE_BYTES"};
+  static const std::vector<std::string> names{
+      "PORT",      "HOST",          "BLOBS",           "LEVELDB",         "LEVELDOWN",
+      "SYNC",      "LOG_LEVEL",     "MAX_MESSAGE_BYTES", "MAX_CONNECTIONS", "MAX_INPUT_BYTES",
+      "MAX_OUTPUT_BYTES", "LINE_TIMEOUT"};
   return names;
 }
 
@@ -142,10 +145,12 @@ inline int next_serial() {
 }
 
 // Starts `binary args...` with exactly `env`, in directory `cwd`, stdin from /dev/null,
-// stdout and stderr into the given files. Returns the child's pid.
+// stdout and stderr into the given files (stdout into `stdout_fd` instead when it is >= 0),
+// with at most `nofile` descriptors when it is > 0. Returns the child's pid.
 inline pid_t spawn(const std::string& binary, const std::vector<std::string>& args,
                    const std::vector<std::string>& env, const std::string& cwd,
-                   const std::string& stdout_path, const std::string& stderr_path) {
+                   const std::string& stdout_path, const std::string& stderr_path,
+                   int stdout_fd = -1, long nofile = 0) {
   struct stat st {};
   if (::stat(binary.c_str(), &st) != 0 || !(st.st_mode & S_IXUSR)) {
     FAIL("server binary " << binary << " is missing or not executable (build it with make, or "
@@ -160,7 +165,8 @@ inline pid_t spawn(const std::string& binary, const std::vector<std::string>& ar
   for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
 
-  int out = ::open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int out = stdout_fd >= 0 ? ::fcntl(stdout_fd, F_DUPFD_CLOEXEC, 3)
+                           : ::open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (out < 0 || err < 0 || in < 0) {
@@ -181,6 +187,11 @@ inline pid_t spawn(const std::string& binary, const std::vector<std::string>& ar
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (nofile > 0) {
+      struct rlimit rl;
+      rl.rlim_cur = rl.rlim_max = static_cast<rlim_t>(nofile);
+      if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(125);
+    }
     if (::chdir(cwd.c_str()) != 0) ::_exit(126);
     ::execve(argv[0], argv.data(), envp.data());
     ::_exit(127);
@@ -275,6 +286,7 @@ class ServerProcess {
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }
+    if (pipe_read_ >= 0) ::close(pipe_read_);
   }
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
@@ -292,14 +304,34 @@ class ServerProcess {
     args_.push_back(a);
     return *this;
   }
+  // Stdout into a pipe that only read_stdout_pipe() reads (instead of a file).
+  ServerProcess& stdout_to_pipe() {
+    use_pipe_ = true;
+    return *this;
+  }
+  // At most `n` descriptors (RLIMIT_NOFILE, soft and hard).
+  ServerProcess& nofile(long n) {
+    nofile_ = n;
+    return *this;
+  }
 
   // Starts the server and waits until it logs "listening"; takes the port from that line.
   ServerProcess& start(milliseconds timeout = kProcessWait) {
     REQUIRE_MESSAGE(pid_ < 0, "server already started");
+    int pipe_write = -1;
+    if (use_pipe_) {
+      int fds[2];
+      REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+      pipe_read_ = fds[0];
+      pipe_write = fds[1];
+      ::fcntl(pipe_read_, F_SETFL, O_NONBLOCK);
+    }
     pid_ = detail::spawn(detail::server_binary(), args_, detail::build_environment(env_), dir_,
-                         stdout_path_, stderr_path_);
+                         stdout_path_, stderr_path_, pipe_write, nofile_);
+    if (pipe_write >= 0) ::close(pipe_write);
     auto deadline = Clock::now() + timeout;
     for (;;) {
+      if (pipe_read_ >= 0) read_stdout_pipe();
       for (const auto& line : log_lines()) {
         if (line.find("\"msg\":\"listening\"") == std::string::npos) continue;
         auto port = json_int(line, "port");
@@ -359,7 +391,22 @@ class ServerProcess {
     return reap_or_kill(kProcessWait, "SIGKILL");
   }
 
-  std::string stdout_text() const { return detail::read_whole_file(stdout_path_); }
+  std::string stdout_text() const {
+    if (pipe_read_ >= 0) return pipe_text_;
+    return detail::read_whole_file(stdout_path_);
+  }
+  // Reads what the stdout pipe holds now (see stdout_to_pipe()); returns the bytes read. All
+  // of it stays in stdout_text().
+  size_t read_stdout_pipe() {
+    size_t got = 0;
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(pipe_read_, buf, sizeof buf);
+      if (n <= 0) return got;
+      pipe_text_.append(buf, static_cast<size_t>(n));
+      got += static_cast<size_t>(n);
+    }
+  }
   std::string stderr_text() const { return detail::read_whole_file(stderr_path_); }
   // The complete log lines written to stdout so far.
   std::vector<std::string> log_lines() const { return detail::complete_lines(stdout_text()); }
@@ -415,6 +462,10 @@ class ServerProcess {
   pid_t pid_ = -1;
   int port_ = 0;
   std::optional<int> exit_status_;
+  bool use_pipe_ = false;
+  int pipe_read_ = -1;
+  std::string pipe_text_;
+  long nofile_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -716,6 +767,60 @@ inline std::string json_quote(std::string_view text) {
     }
   }
   return out + "\"";
+}
+
+// ---------------------------------------------------------------------------------------------
+// The protocol's messages and replies, as the server writes them (canonical, one line each).
+
+inline const std::string kCurrent = R"({"current":true})";
+inline const std::string kInvalidMessage = R"({"error":"invalid message"})";
+inline const std::string kInvalidJson = R"({"error":"invalid JSON"})";
+inline const std::string kAlreadyReading = R"({"error":"already reading"})";
+inline const std::string kTooLarge = R"({"error":"message too large"})";
+
+inline std::string write_msg(const std::string& id, const std::string& entry) {
+  return R"({"id":")" + id + R"(","entry":)" + entry + "}";
+}
+inline std::string confirmation(const std::string& id, long long index) {
+  return R"({"id":")" + id + R"(","index":)" + std::to_string(index) + "}";
+}
+inline std::string entry_line(long long index, const std::string& canonical) {
+  return R"({"index":)" + std::to_string(index) + R"(,"entry":)" + canonical + "}";
+}
+inline std::string head_line(long long head) { return R"({"head":)" + std::to_string(head) + "}"; }
+inline std::string read_from(long long from) { return R"({"from":)" + std::to_string(from) + "}"; }
+inline std::string batch_read(long long from, long long count) {
+  return R"({"from":)" + std::to_string(from) + R"(,"read":)" + std::to_string(count) + "}";
+}
+inline std::string numbered(long long n) { return R"({"n":)" + std::to_string(n) + "}"; }
+
+// A server started on a fresh temporary directory.
+struct Fresh {
+  TempDir dir;
+  ServerProcess server{dir.path()};
+  explicit Fresh(std::initializer_list<std::pair<std::string, std::string>> env = {}) {
+    for (const auto& [name, value] : env) server.env(name, value);
+    server.start();
+  }
+  Client connect() { return Client(server.port()); }
+};
+
+// Writes `entry` and checks the confirmation carries `index`.
+inline void write_ok(Client& c, const std::string& id, const std::string& entry, long long index) {
+  c.send_line(write_msg(id, entry));
+  CHECK(c.read_line() == confirmation(id, index));
+}
+
+// Every line a fresh stream read from 1 sends up to and including {"current":true}.
+inline std::vector<std::string> dump(int port) {
+  Client c(port);
+  c.send_line(read_from(1));
+  std::vector<std::string> lines;
+  for (;;) {
+    std::string line = c.read_line(milliseconds(10000));
+    lines.push_back(line);
+    if (line == kCurrent || c.failed()) return lines;
+  }
 }
 
 }  // namespace harness

@@ -19,57 +19,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kCurrent = R"({"current":true})";
-const std::string kInvalidMessage = R"({"error":"invalid message"})";
-const std::string kInvalidJson = R"({"error":"invalid JSON"})";
-const std::string kAlreadyReading = R"({"error":"already reading"})";
-const std::string kTooLarge = R"({"error":"message too large"})";
-
-std::string write_msg(const std::string& id, const std::string& entry) {
-  return R"({"id":")" + id + R"(","entry":)" + entry + "}";
-}
-std::string confirmation(const std::string& id, long long index) {
-  return R"({"id":")" + id + R"(","index":)" + std::to_string(index) + "}";
-}
-std::string entry_line(long long index, const std::string& canonical) {
-  return R"({"index":)" + std::to_string(index) + R"(,"entry":)" + canonical + "}";
-}
-std::string head_line(long long head) { return R"({"head":)" + std::to_string(head) + "}"; }
-std::string read_from(long long from) { return R"({"from":)" + std::to_string(from) + "}"; }
-std::string batch_read(long long from, long long count) {
-  return R"({"from":)" + std::to_string(from) + R"(,"read":)" + std::to_string(count) + "}";
-}
-std::string numbered(long long n) { return R"({"n":)" + std::to_string(n) + "}"; }
-
-// A server started on a fresh temporary directory.
-struct Fresh {
-  TempDir dir;
-  ServerProcess server{dir.path()};
-  explicit Fresh(std::initializer_list<std::pair<std::string, std::string>> env = {}) {
-    for (const auto& [name, value] : env) server.env(name, value);
-    server.start();
-  }
-  Client connect() { return Client(server.port()); }
-};
-
-// Writes `entry` and checks the confirmation carries `index`.
-void write_ok(Client& c, const std::string& id, const std::string& entry, long long index) {
-  c.send_line(write_msg(id, entry));
-  CHECK(c.read_line() == confirmation(id, index));
-}
-
-// Every line a fresh stream read from 1 sends up to and including {"current":true}.
-std::vector<std::string> dump(int port) {
-  Client c(port);
-  c.send_line(read_from(1));
-  std::vector<std::string> lines;
-  for (;;) {
-    std::string line = c.read_line(10s);
-    lines.push_back(line);
-    if (line == kCurrent || c.failed()) return lines;
-  }
-}
-
 std::string blob_path(const std::string& blobs, const std::string& hash) {
   return blobs + "/" + hash.substr(0, 2) + "/" + hash.substr(2);
 }
@@ -876,6 +825,79 @@ TEST_CASE("a read during an unfinished batch read gets already reading") {
   CHECK(c.read_line() == entry_line(1, numbered(1)));
   CHECK(c.read_line() == entry_line(2, numbered(2)));
   CHECK(c.read_line() == head_line(2));
+}
+
+// ===== Replies in message order (README, "Replies in order") ==================================
+
+namespace {
+// Three entries written by another connection, so that reads have something to catch up on.
+void three_entries(Fresh& s) {
+  Client w = s.connect();
+  for (int i = 1; i <= 3; i++) write_ok(w, "w" + std::to_string(i), numbered(i), i);
+}
+}  // namespace
+
+TEST_CASE("order: a batch read's entries and head come before the reply to a write sent after it in the same packet, and the head does not count that write") {
+  Fresh s;
+  three_entries(s);
+  Client c = s.connect();
+  c.send(batch_read(1, 3) + "\n" + write_msg("x", numbered(9)) + "\n");
+  CHECK(c.read_lines(5) == std::vector<std::string>{entry_line(1, numbered(1)), entry_line(2, numbered(2)),
+                                                   entry_line(3, numbered(3)), head_line(3),
+                                                   confirmation("x", 4)});
+}
+
+TEST_CASE("order: a stream read's catch-up, up to current, comes before the reply to a later invalid message") {
+  Fresh s;
+  three_entries(s);
+  Client c = s.connect();
+  c.send(read_from(1) + "\n[1]\n");
+  CHECK(c.read_lines(5) == std::vector<std::string>{entry_line(1, numbered(1)), entry_line(2, numbered(2)),
+                                                   entry_line(3, numbered(3)), kCurrent, kInvalidMessage});
+}
+
+TEST_CASE("order: two batch reads in one packet; the first is answered whole before the second is taken") {
+  Fresh s;
+  three_entries(s);
+  Client c = s.connect();
+  // The first ends before current, so the second is a new read, not "already reading".
+  c.send(batch_read(1, 2) + "\n" + batch_read(2, 2) + "\n");
+  CHECK(c.read_lines(6) == std::vector<std::string>{entry_line(1, numbered(1)), entry_line(2, numbered(2)),
+                                                   head_line(3), entry_line(2, numbered(2)),
+                                                   entry_line(3, numbered(3)), head_line(3)});
+  // A first read that reaches current stays live: the second gets already reading, after current.
+  Client d = s.connect();
+  d.send(batch_read(1, 5) + "\n" + batch_read(1, 5) + "\n");
+  CHECK(d.read_lines(5) == std::vector<std::string>{entry_line(1, numbered(1)), entry_line(2, numbered(2)),
+                                                   entry_line(3, numbered(3)), kCurrent, kAlreadyReading});
+}
+
+TEST_CASE("order: a write sent after a stream read's request waits for its catch-up, then is confirmed and not echoed") {
+  Fresh s;
+  three_entries(s);
+  Client c = s.connect();
+  c.send(read_from(2) + "\n" + write_msg("mine", numbered(4)) + "\n");
+  CHECK(c.read_lines(4) == std::vector<std::string>{entry_line(2, numbered(2)), entry_line(3, numbered(3)),
+                                                   kCurrent, confirmation("mine", 4)});
+  c.expect_silence(100ms);
+}
+
+TEST_CASE("order: writes while a batch read waits for live entries are not held; its head stops short of the writes it did not send") {
+  Fresh s;
+  three_entries(s);
+  Client c = s.connect();
+  c.send_line(batch_read(3, 3));
+  CHECK(c.read_lines(2) == std::vector<std::string>{entry_line(3, numbered(3)), kCurrent});
+  // Three writes in one packet (as tcp-log-client 6 sends them while its read waits): all are
+  // confirmed; the read takes two of them and ends, and its head does not count the third.
+  c.send(write_msg("a", numbered(4)) + "\n" + write_msg("b", numbered(5)) + "\n" +
+         write_msg("c", numbered(6)) + "\n");
+  std::vector<std::string> lines = c.read_lines(6);
+  std::vector<std::string> confirmations, entries;
+  for (const auto& l : lines) (l.find("\"id\"") != std::string::npos ? confirmations : entries).push_back(l);
+  CHECK(confirmations == std::vector<std::string>{confirmation("a", 4), confirmation("b", 5), confirmation("c", 6)});
+  CHECK(entries == std::vector<std::string>{entry_line(4, numbered(4)), entry_line(5, numbered(5)), head_line(5)});
+  c.expect_silence(100ms);
 }
 
 // ===== Restart and storage ====================================================================
