@@ -111,6 +111,7 @@ class Document {
     const size_t most = text_.size() / 2 + 2;
     size_t want = tokens_.size() < 32 ? 64 : tokens_.size() * 2;
     if (want > most) want = most > tokens_.size() ? most : tokens_.size() + 1;
+    tokens_.reserve(want);  // exactly: resize() alone may double the capacity past `most`
     tokens_.resize(want);
   }
   char* write_value(size_t i, char* o) const;

@@ -37,6 +37,7 @@
 #include "buffer.hpp"
 #include "index.hpp"
 #include "json.hpp"
+#include "recent_entries.hpp"
 #include "sha256.hpp"
 
 namespace {
@@ -672,60 +673,6 @@ struct Connection {
 };
 
 // =============================================================================================
-// Committed entries still in memory, newest last, so that live readers need not touch the disk.
-//
-// Everything it holds counts against kRecentEntriesBytes: the entries' bytes live in one ring
-// (an entry never wraps: one that would is placed at the ring's start), the 16-byte slots that
-// locate them in a second ring of bounded length. Millions of tiny entries therefore cost no
-// more than a few large ones. An entry larger than the byte ring is not kept.
-
-class RecentEntries {
- public:
-  static constexpr size_t kSlotsBytes = kRecentEntriesBytes / 4;
-  static constexpr size_t kArenaBytes = kRecentEntriesBytes - kSlotsBytes;
-
-  // Keeps entry `index`, the one after the newest kept (or any index when none is kept).
-  void add(uint64_t index, std::string_view bytes) {
-    if (bytes.size() > kArenaBytes) {  // too large to keep: nothing older is kept either
-      slots_.clear();
-      first_ = index + 1;
-      return;
-    }
-    if (!arena_) arena_.reset(new char[kArenaBytes]);  // untouched pages cost nothing yet
-    uint64_t at = end_;
-    const size_t offset = static_cast<size_t>(at % kArenaBytes);
-    if (offset + bytes.size() > kArenaBytes) at += kArenaBytes - offset;
-    while (!slots_.empty() &&
-           (slots_.size() >= kMaxSlots || at + bytes.size() > slots_.front().at + kArenaBytes)) {
-      slots_.pop_front();
-      first_++;
-    }
-    if (slots_.empty()) first_ = index;
-    std::memcpy(arena_.get() + at % kArenaBytes, bytes.data(), bytes.size());
-    slots_.push_back({at, static_cast<uint32_t>(bytes.size())});
-    end_ = at + bytes.size();
-  }
-  // The bytes of entry `index` if it is kept; valid until the next add().
-  bool find(uint64_t index, std::string_view* bytes) const {
-    if (index < first_ || index - first_ >= slots_.size()) return false;
-    const Slot& s = slots_[static_cast<size_t>(index - first_)];
-    *bytes = std::string_view(arena_.get() + s.at % kArenaBytes, s.length);
-    return true;
-  }
-
- private:
-  struct Slot {
-    uint64_t at;  // position in the byte ring, counted from its creation
-    uint32_t length;
-  };
-  static constexpr size_t kMaxSlots = kSlotsBytes / sizeof(Slot);
-  std::unique_ptr<char[]> arena_;
-  std::deque<Slot> slots_;
-  uint64_t first_ = 0;  // index of slots_.front()
-  uint64_t end_ = 0;    // ring position after the newest entry
-};
-
-// =============================================================================================
 // Messages: a parsed line, classified
 
 // What a parsed line asks for. Valid JSON that is neither a read nor a write is Invalid.
@@ -852,7 +799,7 @@ class Server {
   bool any_dead_ = false;
 
   std::vector<PendingWrite> batch_;
-  RecentEntries recent_;
+  RecentEntries recent_{kRecentEntriesBytes};
   json::Document doc_;
   size_t input_bytes_ = 0;   // heap memory of every connection's input buffer
   size_t output_bytes_ = 0;  // ... and of every output buffer

@@ -1,31 +1,48 @@
 #!/usr/bin/env bash
-# Write and read benchmarks of tcp-log-server over loopback (127.0.0.1), in a temporary
-# directory that is removed at the end. Run from anywhere: bash test/bench.sh
+# Benchmarks of tcp-log-server over loopback (127.0.0.1), in a temporary directory that is
+# removed at the end. Run from anywhere: bash test/bench.sh (or make bench).
 #
+#   BENCH_SECTIONS  which sections to run, in this order (default: writes reads memory fairness)
+#   BASELINE        another server binary (e.g. an older build) measured in the same run in the
+#                   memory and fairness sections, so that the two are compared as ratios
 #   BENCH_SECONDS   seconds each write cell issues writes (default 5)
 #   BENCH_WARMUP    seconds at the start of each cell left out of its figures (default 1)
 #   BENCH_SIZE      canonical entry size in bytes (default 200)
-#   READ_ENTRIES    entries in the log for the read benchmark (default 100000)
+#   READ_ENTRIES    entries in the log for the read and fairness sections (default 100000)
+#   IDLE_CONNS      the large idle-connection count of the memory and fairness sections
+#                   (default 10000; the server and this script each need that many descriptors)
 #   SERVER          server binary to run (default: ./tcp-log-server, built with make)
 #   BENCH_TMP       parent of the temporary directory (default: $TMPDIR or /tmp); its
 #                   filesystem is the one measured
 #
-# Matrix: SYNC=always and SYNC=none x connections {1,16,64} x window {1,64}; then a read of
-# the whole READ_ENTRIES-entry log, served by the process that wrote it (the newest entries
-# from memory) and again after a restart (every entry from the blob files).
+# Sections:
+#   writes    SYNC=always and SYNC=none x connections {1,16,64} x window {1,64}
+#   reads     a read of the whole READ_ENTRIES-entry log, by the process that wrote it (the
+#             newest entries from memory) and again after a restart (every entry from its blob)
+#   memory    server memory (VmRSS) per connection: 1,000 and IDLE_CONNS idle connections that
+#             each wrote once and hold a stream read; 100 readers that each caught up on a 2 MB
+#             log; and the server's memory once all of them closed, against its memory before
+#   fairness  one writer with one write in flight (the probe): its latency alone, while 1 and 8
+#             readers catch up on the READ_ENTRIES log from disk, while 100 stalled readers (that
+#             never read) join, and beside IDLE_CONNS idle connections; and one reader alone
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+SECTIONS=${BENCH_SECTIONS:-writes reads memory fairness}
 SECONDS_PER_CELL=${BENCH_SECONDS:-5}
 WARMUP=${BENCH_WARMUP:-1}
 SIZE=${BENCH_SIZE:-200}
 READ_ENTRIES=${READ_ENTRIES:-100000}
+IDLE_CONNS=${IDLE_CONNS:-10000}
 SERVER=${SERVER:-./tcp-log-server}
+BASELINE=${BASELINE:-}
 CXX=${CXX:-g++}
 
 WORK=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/tcp-log-bench.XXXXXX")
 SERVER_PID=
+LOAD_PIDS=()
 cleanup() {
+  for pid in "${LOAD_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   if [ -n "$SERVER_PID" ]; then
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
@@ -40,13 +57,16 @@ BENCH=${BENCH:-$WORK/write_bench}
 if [ ! -x "$BENCH" ] || [ "$BENCH" = "$WORK/write_bench" ]; then
   "$CXX" -O2 -std=c++17 -Wall -Wextra -o "$BENCH" test/write_bench.cpp
 fi
-SERVER=$(cd "$(dirname "$SERVER")" && pwd)/$(basename "$SERVER")
+abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
+SERVER=$(abs "$SERVER")
+[ -z "$BASELINE" ] || BASELINE=$(abs "$BASELINE")
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# start_server SYNC DIR: starts the server on a free port with its data in DIR; sets PORT.
+# start_server SYNC DIR [BINARY]: starts a server on a free port with its data in DIR; sets PORT.
 start_server() {
-  local sync=$1 dir=$2
+  local sync=$1 dir=$2 bin=${3:-$SERVER}
   mkdir -p "$dir"
-  (cd "$dir" && exec env PORT=0 HOST=127.0.0.1 SYNC="$sync" LOG_LEVEL=info "$SERVER") \
+  (cd "$dir" && exec env PORT=0 HOST=127.0.0.1 SYNC="$sync" LOG_LEVEL=info "$bin") \
     >"$dir/server.log" 2>&1 &
   SERVER_PID=$!
   PORT=
@@ -80,47 +100,185 @@ run() {  # run ARGS...: one bench run against $PORT; its summary line is kept
   RESULTS+=("$line")
 }
 
-fs=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || echo '?')
-echo "bench: $(nproc) CPUs, $fs at $WORK, ${SECONDS_PER_CELL}s per write cell" \
-     "(first ${WARMUP}s not counted), entries of $SIZE bytes" >&2
-
-for sync in always none; do
-  start_server "$sync" "$WORK/$sync"
-  for c in 1 16 64; do
-    for w in 1 64; do
-      run --mode write --label "$sync" --conns "$c" --window "$w" --size "$SIZE" \
-          --writes 100000000 --seconds "$SECONDS_PER_CELL" --warmup "$WARMUP"
-    done
+# start_load OUT ARGS...: a load generator in the background (pid in LOAD_PID), output in OUT.
+start_load() {
+  local out=$1
+  shift
+  "$BENCH" --port "$PORT" "$@" >"$out" 2>&1 &
+  LOAD_PID=$!
+  LOAD_PIDS+=("$LOAD_PID")
+}
+# wait_ready OUT: waits (at most 120 s) for a hold-mode generator to print its ready line.
+wait_ready() {
+  for _ in $(seq 1 1200); do
+    grep -q '^ready' "$1" 2>/dev/null && return 0
+    kill -0 "$LOAD_PID" 2>/dev/null || break
+    sleep 0.1
   done
+  echo "bench: load generator not ready:" >&2
+  cat "$1" >&2
+  exit 1
+}
+stop_load() {
+  kill -TERM "$LOAD_PID" 2>/dev/null || true
+  wait "$LOAD_PID" 2>/dev/null || true
+}
+rss_kb() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status"; }
+open_fds() { ls "/proc/$1/fd" | wc -l; }
+# settle FDS: waits until the server has closed its connections (at most FDS descriptors open)
+# and had a housekeeping tick to give memory back.
+settle() {
+  for _ in $(seq 1 300); do
+    [ "$(open_fds "$SERVER_PID")" -le "$1" ] && break
+    sleep 0.1
+  done
+  sleep 2.2
+}
+
+fs=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || echo '?')
+echo "bench: $(nproc) CPUs, $fs at $WORK, sections: $SECTIONS; commit" \
+     "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" >&2
+
+section() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------------------------------------
+if section writes; then
+  for sync in always none; do
+    start_server "$sync" "$WORK/$sync"
+    for c in 1 16 64; do
+      for w in 1 64; do
+        run --mode write --label "$sync" --conns "$c" --window "$w" --size "$SIZE" \
+            --writes 100000000 --seconds "$SECONDS_PER_CELL" --warmup "$WARMUP"
+      done
+    done
+    stop_server
+    # Data is removed only at the end: on ext4, creating files right after deleting many
+    # costs extra CPU (recently deleted inodes are skipped over), which would skew later cells.
+  done
+fi
+
+# ---------------------------------------------------------------------------------------------
+if section reads; then
+  # The read log: READ_ENTRIES entries written by 16 pipelined connections (SYNC=none: quick).
+  start_server none "$WORK/read"
+  per_conn=$(( (READ_ENTRIES + 15) / 16 ))
+  run --mode write --label fill --conns 16 --window 64 --size "$SIZE" --writes "$per_conn"
+  run --mode read --label "warm" --from 1
   stop_server
-  # Data is removed only at the end: on ext4, creating files right after deleting many
-  # costs extra CPU (recently deleted inodes are skipped over), which would skew later cells.
-done
+  start_server none "$WORK/read"
+  run --mode read --label "restarted" --from 1
+  run --mode read --label "restarted-again" --from 1
+  stop_server
+fi
 
-# The read log: READ_ENTRIES entries written by 16 pipelined connections (SYNC=none: quick).
-start_server none "$WORK/read"
-per_conn=$(( (READ_ENTRIES + 15) / 16 ))
-run --mode write --label fill --conns 16 --window 64 --size "$SIZE" --writes "$per_conn"
-run --mode read --label "warm" --from 1
-stop_server
-start_server none "$WORK/read"
-run --mode read --label "restarted" --from 1
-run --mode read --label "restarted-again" --from 1
-stop_server
+# ---------------------------------------------------------------------------------------------
+MEMORY=()
+memory_section() {  # memory_section LABEL BINARY
+  local label=$1 bin=$2 dir=$WORK/memory-$1 out=$WORK/hold.out base before after fds
+  start_server none "$dir" "$bin"
+  # A 2 MB log to catch up on (200-byte entries, written by 16 pipelined connections).
+  run --mode write --label "$label-fill" --conns 16 --window 64 --size "$SIZE" --writes 600
+  settle 1000000
+  base=$(rss_kb "$SERVER_PID")
+  fds=$(open_fds "$SERVER_PID")
+  for n in 1000 "$IDLE_CONNS"; do
+    before=$(rss_kb "$SERVER_PID")
+    start_load "$out" --mode hold --label "$label" --conns "$n" --write-once --read
+    wait_ready "$out"
+    sleep 1
+    after=$(rss_kb "$SERVER_PID")
+    MEMORY+=("$label idle_wrote_once_and_reading $n $before $after")
+    stop_load
+    settle "$fds"
+  done
+  before=$(rss_kb "$SERVER_PID")
+  start_load "$out" --mode hold --label "$label" --conns 100 --read --from 1
+  wait_ready "$out"
+  sleep 1
+  after=$(rss_kb "$SERVER_PID")
+  MEMORY+=("$label caught_up_on_2MB 100 $before $after")
+  stop_load
+  settle "$fds"
+  MEMORY+=("$label all_closed_again - $base $(rss_kb "$SERVER_PID")")
+  stop_server
+}
+if section memory; then
+  memory_section new "$SERVER"
+  [ -z "$BASELINE" ] || memory_section baseline "$BASELINE"
+fi
 
+# ---------------------------------------------------------------------------------------------
+FAIRNESS=()
+probe() {  # probe LABEL: the writer probe for the cell's time; its line is kept
+  run --mode write --label "$1" --conns 1 --window 1 --size "$SIZE" --writes 100000000 \
+      --seconds "$SECONDS_PER_CELL" --warmup "$WARMUP"
+}
+fairness_section() {  # fairness_section LABEL BINARY
+  local label=$1 bin=$2 dir=$WORK/fairness-$1 out=$WORK/load.out
+  start_server none "$dir" "$bin"
+  run --mode write --label "$label-fill" --conns 16 --window 64 --size "$SIZE" \
+      --writes $(( (READ_ENTRIES + 15) / 16 ))
+  stop_server
+  start_server none "$dir" "$bin"  # nothing in memory: readers read their blobs from disk
+  probe "$label:alone"
+  for readers in 1 8; do
+    start_load "$out" --mode catchup --label "$label:$readers-readers" --conns "$readers" \
+        --from 1 --seconds $(( SECONDS_PER_CELL + 2 ))
+    sleep 0.5
+    probe "$label:with-$readers-catching-up"
+    wait "$LOAD_PID" || true
+    RESULTS+=("$(cat "$out")")
+  done
+  # 100 readers that never read join the long log while the probe runs.
+  "$BENCH" --port "$PORT" --mode write --label "$label:100-stalled-join" --conns 1 --window 1 \
+      --size "$SIZE" --writes 100000000 --seconds "$SECONDS_PER_CELL" --warmup 0 >"$WORK/probe.out" &
+  local probe_pid=$!
+  LOAD_PIDS+=("$probe_pid")
+  sleep 1
+  start_load "$out" --mode hold --label "$label" --conns 100 --stalled --from 1
+  wait "$probe_pid" || true
+  RESULTS+=("$(cat "$WORK/probe.out")")
+  stop_load
+  start_load "$out" --mode hold --label "$label" --conns "$IDLE_CONNS"
+  wait_ready "$out"
+  probe "$label:with-$IDLE_CONNS-idle"
+  stop_load
+  run --mode catchup --label "$label:reader-alone" --conns 1 --from 1 --seconds "$SECONDS_PER_CELL"
+  stop_server
+}
+if section fairness; then
+  fairness_section new "$SERVER"
+  [ -z "$BASELINE" ] || fairness_section baseline "$BASELINE"
+fi
+
+# ---------------------------------------------------------------------------------------------
 echo
-printf '%-7s %5s %6s %9s %11s %9s %9s %9s\n' SYNC conns window confirmed writes/s p50_ms p99_ms max_ms
-for line in "${RESULTS[@]}"; do
-  [ "$(field "$line" mode)" = write ] || continue
-  printf '%-7s %5s %6s %9s %11s %9s %9s %9s\n' "$(field "$line" label)" "$(field "$line" conns)" \
-    "$(field "$line" window)" "$(field "$line" confirmed)" "$(field "$line" writes_per_s)" \
-    "$(field "$line" p50_ms)" "$(field "$line" p99_ms)" "$(field "$line" max_ms)"
-done
-echo
-printf '%-16s %8s %10s %12s %8s %13s\n' read entries secs entries/s MB/s first_byte_ms
-for line in "${RESULTS[@]}"; do
-  [ "$(field "$line" mode)" = read ] || continue
-  printf '%-16s %8s %10s %12s %8s %13s\n' "$(field "$line" label)" "$(field "$line" entries)" \
-    "$(field "$line" secs)" "$(field "$line" entries_per_s)" "$(field "$line" mb_per_s)" \
-    "$(field "$line" first_byte_ms)"
-done
+if section writes || section fairness; then
+  printf '%-34s %5s %6s %9s %11s %9s %9s %9s\n' cell conns window confirmed writes/s p50_ms p99_ms max_ms
+  for line in "${RESULTS[@]}"; do
+    [ "$(field "$line" mode)" = write ] || continue
+    [[ "$(field "$line" label)" == *fill ]] && continue
+    printf '%-34s %5s %6s %9s %11s %9s %9s %9s\n' "$(field "$line" label)" "$(field "$line" conns)" \
+      "$(field "$line" window)" "$(field "$line" confirmed)" "$(field "$line" writes_per_s)" \
+      "$(field "$line" p50_ms)" "$(field "$line" p99_ms)" "$(field "$line" max_ms)"
+  done
+  echo
+fi
+if section reads || section fairness; then
+  printf '%-28s %8s %10s %12s %8s\n' read entries secs entries/s MB/s
+  for line in "${RESULTS[@]}"; do
+    mode=$(field "$line" mode)
+    [ "$mode" = read ] || [ "$mode" = catchup ] || continue
+    printf '%-28s %8s %10s %12s %8s\n' "$(field "$line" label)" "$(field "$line" entries)" \
+      "$(field "$line" secs)" "$(field "$line" entries_per_s)" "$(field "$line" mb_per_s)"
+  done
+  echo
+fi
+if section memory; then
+  printf '%-9s %-28s %6s %12s %11s %14s\n' server state conns rss_before_kb rss_after_kb per_conn_bytes
+  for m in "${MEMORY[@]}"; do
+    read -r label state n before after <<<"$m"
+    if [ "$n" = - ]; then per=-; else per=$(( (after - before) * 1024 / n )); fi
+    printf '%-9s %-28s %6s %12s %11s %14s\n' "$label" "$state" "$n" "$before" "$after" "$per"
+  done
+fi

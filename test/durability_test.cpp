@@ -161,16 +161,20 @@ TEST_CASE("kill -9 during startup recovery, repeatedly, then a full recovery kee
   build_recovery_store(blobs, leveldb, good, entry);
 
   // How long an uninterrupted recovery of the same store takes, to spread the kills over it.
+  // The first start also flushes the freshly built store to disk (syncfs), which no later start
+  // has to do: so the second start is timed, or the kills would mostly land after listening.
   std::chrono::microseconds full{0};
   {
     TempDir probe_dir;
     build_recovery_store(probe_dir / "blobs", probe_dir / "leveldb", good, entry);
-    Wrapped probe(probe_dir.path(), {}, {{"PORT", "0"}, {"BLOBS", probe_dir / "blobs"},
-                                         {"LEVELDB", probe_dir / "leveldb"}});
-    REQUIRE(probe.start());
-    full = probe.listening_after();
-    probe.signal_server(SIGTERM);
-    CHECK(probe.wait(milliseconds(10000)) == 0);
+    for (int start = 0; start < 2; start++) {
+      Wrapped probe(probe_dir.path(), {}, {{"PORT", "0"}, {"BLOBS", probe_dir / "blobs"},
+                                           {"LEVELDB", probe_dir / "leveldb"}});
+      REQUIRE(probe.start());
+      full = probe.listening_after();
+      probe.signal_server(SIGTERM);
+      CHECK(probe.wait(milliseconds(10000)) == 0);
+    }
   }
   const int kills = static_cast<int>(env_long("RECOVERY_KILLS", 12));
   int during = 0;

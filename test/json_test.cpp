@@ -680,3 +680,21 @@ TEST_CASE("canonical output is a fixed point and decode+write_string agrees with
   }
   CHECK(accepted > 1000);
 }
+
+TEST_CASE("the parser's working memory stays within a small factor of the text, and release_memory() gives it back") {
+  // The densest text there is: a token every two bytes.
+  std::string dense = "[";
+  while (dense.size() < (1u << 20)) dense += "1,";
+  dense += "1]";
+  json::Document d;
+  REQUIRE(d.parse(dense));
+  // 20-byte tokens, at most one per two bytes of text: ten times the text, plus a little. A
+  // doubling array could reach twenty.
+  CAPTURE(d.memory());
+  CHECK(d.memory() <= 11 * dense.size());
+  d.release_memory();
+  CHECK(d.memory() == 0);
+  REQUIRE(d.parse(R"({"a":[1,2]})"));
+  CHECK(d.size() == 5);  // the object, the key, the array and its two numbers
+  CHECK(d.memory() < 4096);
+}

@@ -1178,6 +1178,15 @@ TEST_CASE("a bad flag or value exits 64 with one line naming it") {
       {{"--port", "abc"}, {}, "port"},
       {{"--sync", "sometimes"}, {}, "sync"},
       {{"--port"}, {}, "port"},
+      {{}, {{"MAX_CONNECTIONS", "0"}}, "MAX_CONNECTIONS"},
+      {{"--max-connections", "many"}, {}, "max-connections"},
+      {{}, {{"MAX_INPUT_BYTES", "-5"}}, "MAX_INPUT_BYTES"},
+      // Less than one longest line and its "\r\n": no connection could send a longest line.
+      {{}, {{"MAX_MESSAGE_BYTES", "1000"}, {"MAX_INPUT_BYTES", "1001"}}, "MAX_INPUT_BYTES"},
+      {{"--max-input-bytes", "100"}, {}, "max-input-bytes"},
+      {{}, {{"MAX_OUTPUT_BYTES", "0"}}, "MAX_OUTPUT_BYTES"},
+      {{}, {{"LINE_TIMEOUT", "1.5"}}, "LINE_TIMEOUT"},
+      {{"--line-timeout", "86401"}, {}, "line-timeout"},
   };
   auto lower = [](std::string s) {
     for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
@@ -1200,7 +1209,8 @@ TEST_CASE("--help exits 0 and documents the variables and exit statuses; --versi
   RunResult help = run_server_binary({"--help"});
   CAPTURE(help.output());
   CHECK(help.status == 0);
-  for (const char* word : {"PORT", "HOST", "BLOBS", "LEVELDB", "SYNC", "LOG_LEVEL", "MAX_MESSAGE_BYTES", "64"})
+  for (const char* word : {"PORT", "HOST", "BLOBS", "LEVELDB", "SYNC", "LOG_LEVEL", "MAX_MESSAGE_BYTES",
+                           "MAX_CONNECTIONS", "MAX_INPUT_BYTES", "MAX_OUTPUT_BYTES", "LINE_TIMEOUT", "64"})
     CHECK_MESSAGE(help.output().find(word) != std::string::npos, std::string(word));
   RunResult version = run_server_binary({"--version"});
   CAPTURE(version.output());

@@ -4,6 +4,12 @@
 //               (W=1: one at a time; W>1: pipelined). Measures confirmed writes/s and the
 //               latency from queueing a write to receiving its {"id":..,"index":N}.
 //   read mode:  one connection sends {"from":F} and counts entries until {"current":true}.
+//   catchup mode: C readers, each reading the whole log from F again and again (connect,
+//               {"from":F}, read until {"current":true}, close) until T seconds passed.
+//   hold mode:  C connections that stay open until SIGTERM: each writes one entry first with
+//               --write-once, then with --read sends {"from":F} (F 0: one past the newest entry
+//               the connections wrote) and reads until {"current":true}, or with --stalled sends
+//               {"from":F} and never reads. Prints "ready ..." once all are in that state.
 //
 // Options (flag wins over environment variable):
 //   --host H     BENCH_HOST     127.0.0.1
@@ -18,6 +24,7 @@
 //                               and count writes/s from U on (0)
 //   --from F     BENCH_FROM     read mode start index     (1)
 //   --label L    BENCH_LABEL    free text put in the summary line
+//   --write-once, --read, --stalled   hold mode, see above (flags without a value)
 // Prints one summary line of key=value pairs; exit 0 when every write was confirmed (or the
 // read reached {"current":true}), 1 on errors, 2 on bad usage. A run with no progress for
 // 30 s gives up, so it never hangs.
@@ -26,6 +33,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -56,6 +64,7 @@ struct Options {
   long conns = 1, writes = 1000, window = 1, size = 200, from = 1;
   double seconds = 0, warmup = 0;
   std::string label;
+  bool write_once = false, read = false, stalled = false;
 };
 
 [[noreturn]] void usage(const char* what) {
@@ -96,6 +105,10 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") usage("help");
+    if (a == "--write-once" || a == "--read" || a == "--stalled") {
+      (a == "--write-once" ? o.write_once : a == "--read" ? o.read : o.stalled) = true;
+      continue;
+    }
     if (i + 1 >= argc) usage(("missing value for " + a).c_str());
     const char* v = argv[++i];
     if (a == "--host") o.host = v;
@@ -112,8 +125,9 @@ Options parse(int argc, char** argv) {
     else usage(("unknown option " + a).c_str());
   }
   if (o.port <= 0 || o.port > 65535) usage("--port is required (1..65535)");
-  if (o.mode != "write" && o.mode != "read") usage("--mode must be write or read");
-  if (o.conns > 1000) usage("--conns at most 1000");
+  if (o.mode != "write" && o.mode != "read" && o.mode != "catchup" && o.mode != "hold")
+    usage("--mode must be write, read, catchup or hold");
+  if (o.conns > (o.mode == "hold" ? 20000 : 1000)) usage("--conns at most 1000 (20000 in hold mode)");
   return o;
 }
 
@@ -404,9 +418,219 @@ int run_read(const Options& o) {
   return (current && errors == 0 && other == 0) ? 0 : 1;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Catch-up mode
+
+// Reads from `fd` until {"current":true}; counts entry lines. False on a failure or stall.
+bool read_until_current(int fd, std::vector<char>& buf, long* entries, uint64_t* bytes) {
+  std::string partial;
+  auto last = Clock::now();
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    int n = ::poll(&p, 1, 1000);
+    if (n < 0 && errno != EINTR) return false;
+    if (secs_since(last) > kStallSeconds) return false;
+    if (n <= 0) continue;
+    for (;;) {
+      ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
+      if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return false;
+      if (r < 0) break;
+      last = Clock::now();
+      *bytes += static_cast<uint64_t>(r);
+      // Only the start of each line matters; lines are counted by their '\n'.
+      const char* b = buf.data();
+      const char* end = b + r;
+      for (const char* q = b; q < end;) {
+        const char* nl = static_cast<const char*>(std::memchr(q, '\n', static_cast<size_t>(end - q)));
+        if (!nl) {
+          partial.append(q, end);
+          break;
+        }
+        std::string_view line(q, static_cast<size_t>(nl - q));
+        std::string joined;
+        if (!partial.empty()) {
+          joined = partial;
+          joined.append(line);
+          partial.clear();
+          line = joined;
+        }
+        if (line == "{\"current\":true}") return true;
+        if (line.compare(0, 9, "{\"index\":") == 0) (*entries)++;
+        q = nl + 1;
+      }
+    }
+  }
+}
+
+int run_catchup(const Options& o) {
+  // One thread per reader would measure the threads; instead readers take turns in one poll
+  // loop: each reads whatever it has, so all stay in flight at once.
+  struct Reader {
+    int fd = -1;
+    std::string partial;
+  };
+  std::vector<Reader> readers(static_cast<size_t>(o.conns));
+  std::string req = "{\"from\":" + std::to_string(o.from) + "}\n";
+  auto open_reader = [&](Reader& r) {
+    r.fd = connect_to(o);
+    size_t off = 0;
+    while (off < req.size())
+      if (!send_some(r.fd, req, &off)) return false;
+    r.partial.clear();
+    return true;
+  };
+  for (auto& r : readers)
+    if (!open_reader(r)) return 1;
+  const auto t0 = Clock::now();
+  long entries = 0, rounds = 0;
+  uint64_t bytes = 0;
+  std::vector<char> buf(1 << 18);
+  std::vector<pollfd> fds(readers.size());
+  auto last = Clock::now();
+  while (o.seconds <= 0 || secs_since(t0) < o.seconds) {
+    for (size_t k = 0; k < readers.size(); k++) fds[k] = {readers[k].fd, POLLIN, 0};
+    int n = ::poll(fds.data(), fds.size(), 1000);
+    if (n < 0 && errno != EINTR) return 1;
+    if (secs_since(last) > kStallSeconds) {
+      std::fprintf(stderr, "write_bench: catchup readers stalled\n");
+      return 1;
+    }
+    for (size_t k = 0; k < readers.size() && n > 0; k++) {
+      if (!(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      Reader& r = readers[k];
+      ssize_t got = ::recv(r.fd, buf.data(), buf.size(), 0);
+      if (got <= 0) {
+        if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        std::fprintf(stderr, "write_bench: catchup reader lost its connection\n");
+        return 1;
+      }
+      last = Clock::now();
+      bytes += static_cast<uint64_t>(got);
+      bool current = false;
+      const char* b = buf.data();
+      const char* end = b + got;
+      for (const char* q = b; q < end;) {
+        const char* nl = static_cast<const char*>(std::memchr(q, '\n', static_cast<size_t>(end - q)));
+        if (!nl) {
+          r.partial.append(q, end);
+          break;
+        }
+        std::string line = r.partial + std::string(q, nl);
+        r.partial.clear();
+        if (line == "{\"current\":true}") current = true;
+        else if (line.compare(0, 9, "{\"index\":") == 0) entries++;
+        q = nl + 1;
+      }
+      if (current) {  // caught up: start again from the beginning
+        rounds++;
+        ::close(r.fd);
+        if (!open_reader(r)) return 1;
+      }
+    }
+  }
+  const double elapsed = secs_since(t0);
+  for (auto& r : readers) ::close(r.fd);
+  std::printf("mode=catchup label=%s conns=%ld from=%ld rounds=%ld entries=%ld secs=%.3f "
+              "entries_per_s=%.0f mb_per_s=%.1f\n",
+              o.label.empty() ? "-" : o.label.c_str(), o.conns, o.from, rounds, entries, elapsed,
+              static_cast<double>(entries) / elapsed, static_cast<double>(bytes) / elapsed / 1e6);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hold mode
+
+volatile sig_atomic_t g_stop = 0;
+void on_term(int) { g_stop = 1; }
+
+int run_hold(const Options& o) {
+  ::signal(SIGTERM, on_term);
+  ::signal(SIGINT, on_term);
+  std::vector<int> fds;
+  fds.reserve(static_cast<size_t>(o.conns));
+  // Connect in waves, so that the server's listen backlog never overflows (a dropped SYN
+  // costs a second).
+  for (long i = 0; i < o.conns; i++) {
+    fds.push_back(connect_to(o));
+    if (i % 256 == 255) ::usleep(2000);
+  }
+  std::vector<char> buf(1 << 16);
+  auto read_line = [&](int fd, std::string* line) {
+    // One short reply: read byte runs until '\n' (replies here are tiny).
+    line->clear();
+    auto t0 = Clock::now();
+    for (;;) {
+      char c;
+      ssize_t r = ::recv(fd, &c, 1, 0);
+      if (r == 1) {
+        if (c == '\n') return true;
+        line->push_back(c);
+        continue;
+      }
+      if (r == 0 || (errno != EAGAIN && errno != EINTR)) return false;
+      if (secs_since(t0) > kStallSeconds) return false;
+      pollfd p{fd, POLLIN, 0};
+      ::poll(&p, 1, 100);
+    }
+  };
+  uint64_t newest = 0;
+  if (o.write_once) {
+    for (size_t k = 0; k < fds.size(); k++) {
+      std::string w = "{\"id\":\"h" + std::to_string(k) + "\",\"entry\":[]}\n";
+      size_t off = 0;
+      while (off < w.size())
+        if (!send_some(fds[k], w, &off)) return 1;
+    }
+    std::string line;
+    for (int fd : fds) {
+      if (!read_line(fd, &line) || line.find("\"index\":") == std::string::npos) {
+        std::fprintf(stderr, "write_bench: hold: no confirmation: %s\n", line.c_str());
+        return 1;
+      }
+      newest = std::max<uint64_t>(newest, std::strtoull(line.c_str() + line.find("\"index\":") + 8, nullptr, 10));
+    }
+  }
+  long entries = 0;
+  uint64_t bytes = 0;
+  if (o.read || o.stalled) {
+    const uint64_t from = o.from > 0 ? static_cast<uint64_t>(o.from) : newest + 1;
+    std::string req = "{\"from\":" + std::to_string(from) + "}\n";
+    for (int fd : fds) {
+      size_t off = 0;
+      while (off < req.size())
+        if (!send_some(fd, req, &off)) return 1;
+    }
+    if (o.read)
+      for (int fd : fds)
+        if (!read_until_current(fd, buf, &entries, &bytes)) {
+          std::fprintf(stderr, "write_bench: hold: a reader did not reach current\n");
+          return 1;
+        }
+  }
+  std::printf("ready mode=hold label=%s conns=%ld entries_read=%ld\n",
+              o.label.empty() ? "-" : o.label.c_str(), o.conns, entries);
+  std::fflush(stdout);
+  // Hold until told to stop; readers that are not stalled take (and drop) whatever arrives.
+  std::vector<pollfd> p(fds.size());
+  while (!g_stop) {
+    for (size_t k = 0; k < fds.size(); k++) p[k] = {fds[k], static_cast<short>(o.stalled ? 0 : POLLIN), 0};
+    int n = ::poll(p.data(), p.size(), 200);
+    for (size_t k = 0; k < p.size() && n > 0; k++)
+      if (p[k].revents & POLLIN)
+        while (::recv(fds[k], buf.data(), buf.size(), MSG_DONTWAIT) > 0) {
+        }
+  }
+  for (int fd : fds) ::close(fd);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o = parse(argc, argv);
-  return o.mode == "write" ? run_write(o) : run_read(o);
+  if (o.mode == "write") return run_write(o);
+  if (o.mode == "catchup") return run_catchup(o);
+  if (o.mode == "hold") return run_hold(o);
+  return run_read(o);
 }
