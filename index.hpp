@@ -144,6 +144,10 @@ class Store {
   };
   // Locks both directories, opens them and recovers the index tail (see README, "Durability").
   // Recovery notes (cut bytes, cut records, removed temp files) are appended to *warnings.
+  // Before anything else, and before creating or writing anything: fails, naming the directory
+  // and the command that migrates it, when the index directory holds a LevelDB database (the
+  // Node.js server's: a CURRENT or MANIFEST-* file) and no index file (README, "Moving from
+  // the Node.js server").
   Status open(const Options& options, std::vector<std::string>* warnings);
   uint64_t head() const { return index_.head(); }
   // Makes entries head()+1 .. head()+hashes.size() part of the log, in this order: each new
