@@ -117,7 +117,29 @@ Status DirLock::acquire(const std::string& dir) {
     }
     return Status::Errno("cannot lock", path, err);
   }
-  // The pid is only a hint for the message above; the flock is what excludes.
+  // LevelDB locks its LOCK with fcntl(F_SETLK), which never conflicts with a flock. An OFD lock
+  // (owned by this open file, so closing another descriptor of LOCK cannot drop it, as it would
+  // a classic fcntl lock) does conflict with LevelDB's, both ways.
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  if (::fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+    int err = errno;
+    struct flock holder {};
+    holder.l_type = F_WRLCK;
+    holder.l_whence = SEEK_SET;
+    bool known = ::fcntl(fd, F_OFD_GETLK, &holder) == 0 && holder.l_type != F_UNLCK && holder.l_pid > 0;
+    ::close(fd);
+    if (err == EAGAIN || err == EACCES) {
+      Status s;
+      s.error = "directory " + dir + " is in use";
+      if (known) s.error += " by pid " + std::to_string(holder.l_pid);
+      s.error += " (an fcntl lock on " + path + ", as LevelDB takes: a Node.js tcp-log-server?)";
+      return s;
+    }
+    return Status::Errno("cannot lock", path, err);
+  }
+  // The pid is only a hint for the messages above; the locks are what exclude.
   std::string pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd, 0) != 0 || pwrite_all(fd, pid.data(), pid.size(), 0) != 0) {
     // Not fatal: the lock is held all the same.

@@ -1,5 +1,6 @@
 // A Node.js server's LevelDB directory is not ours to start on (issue 11): the real binary
-// refuses it before writing anything and names the command that migrates it.
+// refuses it before writing anything, names the command that migrates it, and once migrated
+// keeps LevelDB processes off the directory while it runs.
 #include <doctest/doctest.h>
 
 #include "sha256.hpp"
@@ -91,6 +92,23 @@ bool contains(const std::string& text, const std::string& needle) {
   return text.find(needle) != std::string::npos;
 }
 
+// A classic fcntl() write lock on `path`, held by this process until destruction: what LevelDB
+// (and so a Node.js server) holds on its LOCK file while it has the database open.
+struct LevelDbStyleLock {
+  int fd = -1;
+  explicit LevelDbStyleLock(const std::string& path) {
+    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    REQUIRE(fd >= 0);
+  }
+  bool try_lock() {
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    return ::fcntl(fd, F_SETLK, &fl) == 0;
+  }
+  ~LevelDbStyleLock() { ::close(fd); }
+};
+
 }  // namespace
 
 TEST_CASE("a LEVELDB holding a LevelDB and no index: exit 1, one fatal line with the migrate command, nothing written") {
@@ -155,4 +173,32 @@ TEST_CASE("a migrated LEVELDB (the LevelDB's files beside our index) starts and 
   CHECK(server.stop_term() == 0);
   // The LevelDB's own files are still there and unchanged, apart from the shared LOCK.
   CHECK(detail::read_whole_file(server.leveldb_dir() + "/CURRENT") == "MANIFEST-000002\n");
+}
+
+TEST_CASE("while a LevelDB process holds LEVELDB/LOCK the server does not start; while the server runs no LevelDB can lock it") {
+  TempDir dir;
+  const std::string blobs = dir / "blobs", leveldb = dir / "leveldb";
+  make_node_store(blobs, leveldb);
+  write_file(leveldb + "/index", "");  // migrated, empty
+  {
+    LevelDbStyleLock node_server(leveldb + "/LOCK");
+    REQUIRE(node_server.try_lock());
+    RunResult r = run_in(dir.path(), blobs, leveldb);
+    CHECK(r.status == 1);
+    std::string fatal = the_fatal_line(r);
+    CHECK_MESSAGE(contains(fatal, "directory " + leveldb + " is in use by pid " + std::to_string(::getpid())), fatal);
+    CHECK_MESSAGE(contains(fatal, "an fcntl lock on " + leveldb + "/LOCK"), fatal);
+  }
+  ServerProcess server(dir.path());
+  server.start();
+  {
+    LevelDbStyleLock node_server(leveldb + "/LOCK");
+    bool locked = node_server.try_lock();
+    int err = errno;
+    CHECK_FALSE(locked);
+    CHECK_MESSAGE((err == EAGAIN || err == EACCES), std::strerror(err));
+  }
+  CHECK(server.stop_term() == 0);
+  LevelDbStyleLock after(leveldb + "/LOCK");
+  CHECK(after.try_lock());
 }
