@@ -8,7 +8,7 @@ PREFIX   ?= /usr/local
 SERVER_OBJS := sha256.o index.o
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
-.PHONY: all run test interop migrate bench crash-soak check-deps clean install
+.PHONY: all run test interop migrate migrate-test bench crash-soak check-deps clean install
 all: tcp-log-server
 
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
@@ -81,6 +81,14 @@ $(MIGRATE_DEPS): migrate/package.json migrate/package-lock.json
 
 migrate: $(MIGRATE_DEPS)
 	@node migrate/migrate.js
+
+# The migration end to end against the real Node.js servers 6, 9 and 10 (test/interop/migrate.test.js).
+INTEROP_DEPS := test/interop/node_modules/.package-lock.json
+$(INTEROP_DEPS): test/interop/package.json test/interop/package-lock.json
+	cd test/interop && npm ci --no-audit --no-fund --loglevel=error
+
+migrate-test: tcp-log-server $(MIGRATE_DEPS) $(INTEROP_DEPS)
+	cd test/interop && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server npm run --silent test:migrate
 
 clean:
 	rm -f tcp-log-server *.o test/*.o $(TESTS) test/*.so test/write_bench
