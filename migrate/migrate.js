@@ -48,8 +48,10 @@ function parseArgs (argv, env) {
     if (flag === '--blobs') config.blobs = value()
     else if (flag === '--leveldb') config.leveldb = value()
     else if (flag === '--accept-damaged') config.acceptDamaged = true
-    else if (flag === '--help') { process.stdout.write(USAGE + '\n'); process.exit(0) } else throw new MigrationError(`unknown argument ${JSON.stringify(argv[i])}\n${USAGE}`, 64)
+    else if (flag === '--help') config.help = true
+    else throw new MigrationError(`unknown argument ${JSON.stringify(argv[i])}\n${USAGE}`, 64)
   }
+  if (config.help) return config
   if (!config.blobs || !config.leveldb) {
     throw new MigrationError(`BLOBS and LEVELDB must both name the Node.js server's directories\n${USAGE}`, 64)
   }
@@ -302,6 +304,7 @@ function finishExisting (indexFile, records, kept) {
 async function main () {
   try {
     const config = parseArgs(process.argv.slice(2), process.env)
+    if (config.help) return process.stdout.write(USAGE + '\n')
     say(`BLOBS=${config.blobs} LEVELDB=${config.leveldb}`)
     process.exitCode = await migrate(config)
   } catch (error) {
