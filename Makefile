@@ -8,7 +8,7 @@ PREFIX   ?= /usr/local
 SERVER_OBJS := sha256.o index.o buffer.o
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
-.PHONY: all run test interop bench crash-soak check-deps clean install
+.PHONY: all run test interop migrate migrate-test bench crash-soak check-deps clean install
 all: tcp-log-server
 
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
@@ -71,6 +71,25 @@ bench: tcp-log-server
 # Node.js tcp-log-server for byte-identical storage), pinned by test/interop/package-lock.json.
 interop: tcp-log-server
 	cd test/interop && npm ci --no-audit --no-fund && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server npm test
+
+# Moving from the Node.js server (README): make migrate BLOBS=dir LEVELDB=dir [ACCEPT_DAMAGED=1].
+# The variables reach the tool through its environment, so any directory name works unquoted;
+# relative names are taken from the directory make runs in. Its npm packages (the LevelDB
+# reader, pinned by migrate/package-lock.json) are installed here once, with npm ci.
+MIGRATE_DEPS := migrate/node_modules/.package-lock.json
+$(MIGRATE_DEPS): migrate/package.json migrate/package-lock.json
+	cd migrate && npm ci --no-audit --no-fund --loglevel=error
+
+migrate: $(MIGRATE_DEPS)
+	@node migrate/migrate.js
+
+# The migration end to end against the real Node.js servers 6, 9 and 10 (test/interop/migrate.test.js).
+INTEROP_DEPS := test/interop/node_modules/.package-lock.json
+$(INTEROP_DEPS): test/interop/package.json test/interop/package-lock.json
+	cd test/interop && npm ci --no-audit --no-fund --loglevel=error
+
+migrate-test: tcp-log-server $(MIGRATE_DEPS) $(INTEROP_DEPS)
+	cd test/interop && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server npm run --silent test:migrate
 
 clean:
 	rm -f tcp-log-server *.o test/*.o $(TESTS) test/*.so test/write_bench

@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <unordered_set>
 
@@ -116,7 +118,29 @@ Status DirLock::acquire(const std::string& dir) {
     }
     return Status::Errno("cannot lock", path, err);
   }
-  // The pid is only a hint for the message above; the flock is what excludes.
+  // LevelDB locks its LOCK with fcntl(F_SETLK), which never conflicts with a flock. An OFD lock
+  // (owned by this open file, so closing another descriptor of LOCK cannot drop it, as it would
+  // a classic fcntl lock) does conflict with LevelDB's, both ways.
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  if (::fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+    int err = errno;
+    struct flock holder {};
+    holder.l_type = F_WRLCK;
+    holder.l_whence = SEEK_SET;
+    bool known = ::fcntl(fd, F_OFD_GETLK, &holder) == 0 && holder.l_type != F_UNLCK && holder.l_pid > 0;
+    ::close(fd);
+    if (err == EAGAIN || err == EACCES) {
+      Status s;
+      s.error = "directory " + dir + " is in use";
+      if (known) s.error += " by pid " + std::to_string(holder.l_pid);
+      s.error += " (an fcntl lock on " + path + ", as LevelDB takes: a Node.js tcp-log-server?)";
+      return s;
+    }
+    return Status::Errno("cannot lock", path, err);
+  }
+  // The pid is only a hint for the messages above; the locks are what exclude.
   std::string pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd, 0) != 0 || pwrite_all(fd, pid.data(), pid.size(), 0) != 0) {
     // Not fatal: the lock is held all the same.
@@ -394,6 +418,60 @@ Status IndexFile::truncate(uint64_t new_head) {
 // Store
 
 namespace {
+
+// `path` made absolute (resolved when it exists), for a message the reader may run elsewhere.
+std::string absolute_path(const std::string& path) {
+  if (char* real = ::realpath(path.c_str(), nullptr)) {
+    std::string resolved(real);
+    std::free(real);
+    return resolved;
+  }
+  if (!path.empty() && path[0] == '/') return path;
+  char cwd[4096];
+  if (!::getcwd(cwd, sizeof cwd)) return path;
+  return std::string(cwd) + "/" + path;
+}
+
+// `text` as one shell word: as it is when it has nothing the shell would act on, else quoted.
+std::string shell_word(const std::string& text) {
+  bool plain = !text.empty();
+  for (char c : text)
+    plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || std::strchr("/._-+,:@%=", c));
+  if (plain) return text;
+  std::string quoted = "'";
+  for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// The Node.js server keeps a LevelDB where we keep our index. Started there before its entries
+// are migrated, we would begin an empty log beside the old one and the history would vanish from
+// reads; so a LevelDB (CURRENT, or a MANIFEST-* file of one whose CURRENT was lost) without an
+// index file of ours stops us here, before anything in either directory is created or locked
+// (our LOCK is also the name of LevelDB's lock file). A directory we cannot list is left to the
+// steps after this one to report.
+Status refuse_unmigrated_leveldb(const std::string& blobs_dir, const std::string& index_dir) {
+  DIR* d = ::opendir(index_dir.c_str());
+  if (!d) return Status::Ok();
+  bool has_index = false;
+  std::string leveldb_file;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string_view name(e->d_name);
+    if (name == "index") has_index = true;
+    if (leveldb_file.empty() && (name == "CURRENT" || name.rfind("MANIFEST-", 0) == 0))
+      leveldb_file = e->d_name;
+  }
+  ::closedir(d);
+  if (has_index || leveldb_file.empty()) return Status::Ok();
+  const std::string leveldb = absolute_path(index_dir);
+  Status s;
+  s.error = "LEVELDB directory " + leveldb + " holds a LevelDB database (" + leveldb_file +
+            ") and no index file: it is a Node.js tcp-log-server's log, not yet migrated, and "
+            "nothing has been written to it. Stop the Node.js server, then run in the "
+            "tcp-log-server source directory: make migrate BLOBS=" +
+            shell_word(absolute_path(blobs_dir)) + " LEVELDB=" + shell_word(leveldb);
+  return s;
+}
+
 bool same_directory(const std::string& a, const std::string& b) {
   struct stat sa, sb;
   return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
@@ -403,6 +481,8 @@ bool same_directory(const std::string& a, const std::string& b) {
 
 Status Store::open(const Options& options, std::vector<std::string>* warnings) {
   options_ = options;
+  Status refused = refuse_unmigrated_leveldb(options.blobs_dir, options.index_dir);
+  if (!refused.ok()) return refused;
   if (options.check_only) {
     blobs_.set_dir(options.blobs_dir);
   } else {

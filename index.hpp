@@ -4,7 +4,7 @@
 // Layout on disk:
 //   BLOBS/<h0h1>/<h2..h63>   canonical entry bytes, named by their SHA-256
 //   BLOBS/tmp/               blobs being written; renamed into place once whole (and synced)
-//   BLOBS/LOCK, LEVELDB/LOCK flock()ed by the running server; hold its pid as text
+//   BLOBS/LOCK, LEVELDB/LOCK flock()ed and OFD-locked by the running server; hold its pid as text
 //   LEVELDB/index            record i (1-based) at offset (i-1)*65: 64 lowercase hex digits + '\n'
 #pragma once
 #include <cstddef>
@@ -47,14 +47,17 @@ struct Status {
 // Whether committed data must reach stable storage before it is confirmed.
 enum class SyncMode { Always, None };
 
-// An exclusive flock() on DIR/LOCK, held until destruction.
+// An exclusive lock on DIR/LOCK, held until destruction: a flock(), which other servers of ours
+// take, and an open-file-description fcntl() write lock, which is the kind LevelDB takes on the
+// LOCK file of its directory (the Node.js server's LEVELDB). Linux keeps the two kinds apart, so
+// only both together keep a Node.js server and ours off one directory at the same time.
 class DirLock {
  public:
   DirLock() = default;
   DirLock(const DirLock&) = delete;
   DirLock& operator=(const DirLock&) = delete;
   ~DirLock();
-  // Fails with "directory <dir> is in use by pid N" when another process holds the lock.
+  // Fails with "directory <dir> is in use by pid N" when another process holds either lock.
   Status acquire(const std::string& dir);
 
  private:
@@ -157,6 +160,10 @@ class Store {
   };
   // Locks both directories, opens them and recovers the index tail (see README, "Durability").
   // Recovery notes (cut bytes, cut records, removed temp files) are appended to *warnings.
+  // Before anything else, and before creating or writing anything: fails, naming the directory
+  // and the command that migrates it, when the index directory holds a LevelDB database (the
+  // Node.js server's: a CURRENT or MANIFEST-* file) and no index file (README, "Moving from
+  // the Node.js server").
   Status open(const Options& options, std::vector<std::string>* warnings);
   uint64_t head() const { return index_.head(); }
   // Makes entries head()+1 .. head()+hashes.size() part of the log, in this order: each new

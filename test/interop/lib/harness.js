@@ -22,6 +22,13 @@ const OUR_SERVER = process.env.TCP_LOG_SERVER
   : path.resolve(INTEROP_DIR, '../../tcp-log-server')
 
 const NODE_SERVER = path.join(INTEROP_DIR, 'node_modules/tcp-log-server/server.js')
+// The Node.js servers by major version: 10.0.0 as published; 6.0.2 and 9.0.4 with leveldown 5.6.0
+// in place of their leveldown 1.x, which does not build on Node.js 20 (package.json "overrides").
+const NODE_SERVERS = {
+  6: path.join(INTEROP_DIR, 'node_modules/tcp-log-server-6/server.js'),
+  9: path.join(INTEROP_DIR, 'node_modules/tcp-log-server-9/server.js'),
+  10: NODE_SERVER
+}
 const PINO_PRETTY = path.join(INTEROP_DIR, 'node_modules/.bin/pino-pretty')
 
 const running = new Set() // child processes not yet seen to exit
@@ -86,8 +93,9 @@ function freePort () {
 
 // Start a server process; resolve once a stdout line reports listening.
 // kind 'ours': our binary, `"msg":"listening"` with `"port"`.
-// kind 'node': tcp-log-server@10.0.0, pino 5 line with `"event":"listening"`.
-async function startServer ({ kind = 'ours', dir, port = 0, env = {}, args = [], timeoutMs = 15000 }) {
+// kind 'node': tcp-log-server@10.0.0 (or the server.js `script`), pino line with `"event":"listening"`;
+// it gets its LevelDB directory as LEVELDB (6.x reads that) and as LEVELDOWN (9.x and later).
+async function startServer ({ kind = 'ours', dir, port = 0, env = {}, args = [], timeoutMs = 15000, script = NODE_SERVER }) {
   const blobs = path.join(dir, 'blobs')
   const leveldb = path.join(dir, 'leveldb')
   let command, argv, childEnv
@@ -101,8 +109,8 @@ async function startServer ({ kind = 'ours', dir, port = 0, env = {}, args = [],
   } else {
     if (!port) throw new Error('the Node.js server ignores PORT=0: pass a real port')
     command = process.execPath
-    argv = [NODE_SERVER, ...args]
-    childEnv = { ...base, PORT: String(port), BLOBS: blobs, LEVELDOWN: leveldb, ...env }
+    argv = [script, ...args]
+    childEnv = { ...base, PORT: String(port), BLOBS: blobs, LEVELDB: leveldb, LEVELDOWN: leveldb, ...env }
   }
   const child = spawn(command, argv, { env: childEnv, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
   running.add(child)
@@ -313,6 +321,7 @@ module.exports = {
   HOST,
   INTEROP_DIR,
   NODE_SERVER,
+  NODE_SERVERS,
   OUR_SERVER,
   PINO_PRETTY,
   RawConnection,
