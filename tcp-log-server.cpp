@@ -1457,6 +1457,19 @@ void Server::housekeeping() {
   const size_t held = input_bytes_ + output_bytes_;
   if (buffer_peak_ - std::min(buffer_peak_, held) >= kTrimAfterBytes ||
       closed_since_trim_ >= kTrimAfterClosed || parser_released_) {
+    // The per-connection arrays keep the capacity of the most connections there ever were.
+    auto shrink = [](auto& v) {
+      if (v.capacity() > 1024 && v.size() * 4 < v.capacity()) v.shrink_to_fit();
+    };
+    shrink(pollfds_);
+    shrink(connections_);
+    shrink(work_);
+    shrink(pass_work_);
+    shrink(live_);
+    shrink(touched_);
+    shrink(timed_);
+    shrink(batch_);
+    fill_queue_.shrink_to_fit();
     ::malloc_trim(0);
     closed_since_trim_ = 0;
     parser_released_ = false;

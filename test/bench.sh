@@ -178,12 +178,17 @@ memory_section() {  # memory_section LABEL BINARY
   start_server none "$dir" "$bin"
   # A 2 MB log to catch up on (200-byte entries, written by 16 pipelined connections).
   run --mode write --label "$label-fill" --conns 16 --window 64 --size "$SIZE" --writes 600
-  settle 1000000
-  base=$(rss_kb "$SERVER_PID")
+  sleep 0.5  # the fill's connections are closed
   fds=$(open_fds "$SERVER_PID")
+  # Warm-up: the code of every step is paged in once, so that "all closed" compares like with like.
+  start_load "$out" --mode hold --label "$label" --conns 100 --write-once --read --from 1
+  wait_ready "$out"
+  stop_load
+  settle "$fds"
+  base=$(rss_kb "$SERVER_PID")
   for n in 1000 "$IDLE_CONNS"; do
     before=$(rss_kb "$SERVER_PID")
-    start_load "$out" --mode hold --label "$label" --conns "$n" --write-once --read
+    start_load "$out" --mode hold --label "$label" --conns "$n" --write-once --read --from 0
     wait_ready "$out"
     sleep 1
     after=$(rss_kb "$SERVER_PID")
@@ -208,7 +213,7 @@ if section memory; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-FAIRNESS=()
+POLL_COST=()
 probe() {  # probe LABEL: the writer probe for the cell's time; its line is kept
   run --mode write --label "$1" --conns 1 --window 1 --size "$SIZE" --writes 100000000 \
       --seconds "$SECONDS_PER_CELL" --warmup "$WARMUP"
@@ -242,6 +247,7 @@ fairness_section() {  # fairness_section LABEL BINARY
   start_load "$out" --mode hold --label "$label" --conns "$IDLE_CONNS"
   wait_ready "$out"
   probe "$label:with-$IDLE_CONNS-idle"
+  POLL_COST+=("$label $(field "$(grep '^ready' "$out")" poll_us)")
   stop_load
   run --mode catchup --label "$label:reader-alone" --conns 1 --from 1 --seconds "$SECONDS_PER_CELL"
   stop_server
@@ -265,6 +271,11 @@ if section writes || section fairness; then
   echo
 fi
 if section reads || section fairness; then
+  for p in "${POLL_COST[@]}"; do
+    read -r label us <<<"$p"
+    echo "$label: one poll() over $IDLE_CONNS idle TCP sockets (timeout 0) costs $us us here"
+  done
+  echo
   printf '%-28s %8s %10s %12s %8s\n' read entries secs entries/s MB/s
   for line in "${RESULTS[@]}"; do
     mode=$(field "$line" mode)

@@ -7,9 +7,9 @@
 //   catchup mode: C readers, each reading the whole log from F again and again (connect,
 //               {"from":F}, read until {"current":true}, close) until T seconds passed.
 //   hold mode:  C connections that stay open until SIGTERM: each writes one entry first with
-//               --write-once, then with --read sends {"from":F} (F 0: one past the newest entry
-//               the connections wrote) and reads until {"current":true}, or with --stalled sends
-//               {"from":F} and never reads. Prints "ready ..." once all are in that state.
+//               --write-once, then with --read sends {"from":F} (--from 0: one past the newest
+//               entry the connections wrote) and reads until {"current":true}, or with --stalled
+//               sends {"from":F} and never reads. Prints "ready ..." once all are in that state.
 //
 // Options (flag wins over environment variable):
 //   --host H     BENCH_HOST     127.0.0.1
@@ -608,8 +608,16 @@ int run_hold(const Options& o) {
           return 1;
         }
   }
-  std::printf("ready mode=hold label=%s conns=%ld entries_read=%ld\n",
-              o.label.empty() ? "-" : o.label.c_str(), o.conns, entries);
+  // What one poll() over this many idle TCP sockets costs the kernel here: the server's loop
+  // makes at least one such call per pass, over as many sockets.
+  std::vector<pollfd> probe(fds.size());
+  for (size_t k = 0; k < fds.size(); k++) probe[k] = {fds[k], POLLIN, 0};
+  const auto p0 = Clock::now();
+  constexpr int kPolls = 50;
+  for (int i = 0; i < kPolls; i++) ::poll(probe.data(), probe.size(), 0);
+  const double poll_us = secs_since(p0) * 1e6 / kPolls;
+  std::printf("ready mode=hold label=%s conns=%ld entries_read=%ld poll_us=%.0f\n",
+              o.label.empty() ? "-" : o.label.c_str(), o.conns, entries, poll_us);
   std::fflush(stdout);
   // Hold until told to stop; readers that are not stalled take (and drop) whatever arrives.
   std::vector<pollfd> p(fds.size());
