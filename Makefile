@@ -5,7 +5,7 @@ CXXFLAGS += -std=c++17 -Wall -Wextra
 LDFLAGS  ?=
 PREFIX   ?= /usr/local
 
-SERVER_OBJS := sha256.o index.o buffer.o
+SERVER_OBJS := sha256.o index.o buffer.o notify.o
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
 .PHONY: all run test interop migrate migrate-test bench crash-soak check-deps clean install
@@ -14,10 +14,11 @@ all: tcp-log-server
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^
 
-tcp-log-server.o: tcp-log-server.cpp json.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp
+tcp-log-server.o: tcp-log-server.cpp json.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp notify.hpp
 sha256.o: sha256.cpp sha256.hpp
 index.o: index.cpp index.hpp sha256.hpp
 buffer.o: buffer.cpp buffer.hpp
+notify.o: notify.cpp notify.hpp
 
 run: tcp-log-server
 	./tcp-log-server
