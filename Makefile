@@ -14,7 +14,7 @@ all: tcp-log-server
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^
 
-tcp-log-server.o: tcp-log-server.cpp json.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp notify.hpp
+tcp-log-server.o: tcp-log-server.cpp json.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp notify.hpp check_progress.hpp
 sha256.o: sha256.cpp sha256.hpp
 index.o: index.cpp index.hpp sha256.hpp
 buffer.o: buffer.cpp buffer.hpp

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "buffer.hpp"
+#include "check_progress.hpp"
 #include "index.hpp"
 #include "json.hpp"
 #include "notify.hpp"
@@ -1699,7 +1700,20 @@ int run_check(const Config& config) {
     return kExitFailure;
   }
   CheckReport report;
-  store.check(&report);
+  if (::isatty(STDERR_FILENO)) {
+    // Someone is watching: one line on stderr, rewritten in place, then a summary. Nothing of
+    // it when stderr is a file or a pipe, so scripts see exactly what they saw before.
+    CheckProgress meter;
+    uint64_t checked_so_far = 0;
+    store.check(&report, [&](uint64_t checked, uint64_t head) {
+      checked_so_far = checked;
+      const std::string line = meter.update(checked, head, now_ms());
+      if (!line.empty()) std::fprintf(stderr, "\r%s\033[K", line.c_str());
+    });
+    std::fprintf(stderr, "\r%s\033[K\n", meter.done(checked_so_far, now_ms()).c_str());
+  } else {
+    store.check(&report);
+  }
   for (const std::string& n : notes) report.problems.push_back(n);
   std::printf("entries: %llu\ndistinct blobs: %llu\nbytes: %llu\nproblems: %zu\n",
               static_cast<unsigned long long>(report.entries),
