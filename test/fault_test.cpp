@@ -886,10 +886,13 @@ void check_commit_order(const std::string& trace, const std::string& sync, const
     CHECK_MESSAGE(pos([&](const Event& e) { return e.name == "pwrite64" && e.fd_path == index; }, append + 1) < 0,
                   "more than one index append in one batch");
     long index_sync = pos([&](const Event& e) { return e.name == "fdatasync" && e.fd_path == index; });
-    long first_send = pos([](const Event& e) {  // a confirmation or an entry sent to a reader
+    // A confirmation or an entry sent to a reader after the append. (A batch's trace ends at
+    // the first confirmation sent; entries of the previous batch flushed to readers in the same
+    // pass come after it, so they open the next batch's trace, before its append.)
+    long first_send = pos([](const Event& e) {
       return e.name == "sendto" && (e.line.find("\\\"id\\\":") != std::string::npos ||
                                     e.line.find("\\\"entry\\\":") != std::string::npos);
-    });
+    }, static_cast<size_t>(append + 1));
     if (always) {
       CHECK_MESSAGE(index_sync > append, "the index is not synced after its append");
       CHECK_MESSAGE(first_send > index_sync, "a confirmation or fan-out before the index sync");
