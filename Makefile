@@ -5,7 +5,7 @@ CXXFLAGS += -std=c++17 -Wall -Wextra
 LDFLAGS  ?=
 PREFIX   ?= /usr/local
 
-SERVER_OBJS := sha256.o index.o buffer.o crc32c.o
+SERVER_OBJS := sha256.o index.o buffer.o crc32c.o journal.o
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
 .PHONY: all run test interop migrate migrate-test bench crash-soak check-deps clean install
@@ -19,6 +19,7 @@ sha256.o: sha256.cpp sha256.hpp
 index.o: index.cpp index.hpp sha256.hpp
 buffer.o: buffer.cpp buffer.hpp
 crc32c.o: crc32c.cpp crc32c.hpp
+journal.o: journal.cpp journal.hpp index.hpp crc32c.hpp
 
 run: tcp-log-server
 	./tcp-log-server
@@ -49,7 +50,7 @@ check-deps:
 test/doctest_main.o: test/doctest_main.cpp | check-deps
 	$(CXX) $(CXXFLAGS) -c -o $@ $<
 
-test/%_test: test/%_test.cpp test/doctest_main.o $(SERVER_OBJS) $(wildcard test/*.hpp) json.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp crc32c.hpp | check-deps
+test/%_test: test/%_test.cpp test/doctest_main.o $(SERVER_OBJS) $(wildcard test/*.hpp) json.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp crc32c.hpp journal.hpp | check-deps
 	$(CXX) $(CXXFLAGS) -I. -o $@ $< test/doctest_main.o $(SERVER_OBJS)
 
 # Preloaded by the fault tests to make one write short (k < n bytes) at a chosen moment.
