@@ -8,7 +8,7 @@ PREFIX   ?= /usr/local
 SERVER_OBJS := sha256.o index.o buffer.o crc32c.o journal.o
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
-.PHONY: all run test interop migrate migrate-test bench crash-soak check-deps clean install
+.PHONY: all run test interop migrate migrate-test bench bench-deps crash-soak check-deps clean install
 all: tcp-log-server
 
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
@@ -66,8 +66,13 @@ crash-soak: tcp-log-server test/durability_test
 	ROUNDS=$(ROUNDS) sh test/crash_soak.sh
 
 # Write and read throughput over loopback; figures in the README's Performance section.
-bench: tcp-log-server
+bench: tcp-log-server bench-deps
 	bash test/bench.sh
+
+# The benchmark's peer: Redis Streams, from Debian's redis-server (started by the benchmark
+# itself in a temporary directory, on loopback, stopped by its pid).
+bench-deps:
+	$(call need_package,redis-server,redis-server)
 
 # Drop-in checks against the real npm packages (tcp-log-client 4 and 6, pino-pretty, and the
 # Node.js tcp-log-server for byte-identical storage), pinned by test/interop/package-lock.json.
