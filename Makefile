@@ -5,10 +5,10 @@ CXXFLAGS += -std=c++17 -Wall -Wextra
 LDFLAGS  ?=
 PREFIX   ?= /usr/local
 
-SERVER_OBJS := sha256.o index.o buffer.o notify.o
+SERVER_OBJS := sha256.o index.o buffer.o crc32c.o journal.o notify.o
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
-.PHONY: all run static test interop migrate migrate-test bench crash-soak check-deps clean install uninstall
+.PHONY: all run static test interop migrate migrate-test bench bench-deps crash-soak check-deps clean install uninstall
 all: tcp-log-server
 
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
@@ -18,6 +18,8 @@ tcp-log-server.o: tcp-log-server.cpp json.hpp sha256.hpp index.hpp buffer.hpp re
 sha256.o: sha256.cpp sha256.hpp
 index.o: index.cpp index.hpp sha256.hpp
 buffer.o: buffer.cpp buffer.hpp
+crc32c.o: crc32c.cpp crc32c.hpp
+journal.o: journal.cpp journal.hpp index.hpp crc32c.hpp
 notify.o: notify.cpp notify.hpp
 
 run: tcp-log-server
@@ -82,7 +84,7 @@ check-deps:
 test/doctest_main.o: test/doctest_main.cpp | check-deps
 	$(CXX) $(CXXFLAGS) -c -o $@ $<
 
-test/%_test: test/%_test.cpp test/doctest_main.o $(SERVER_OBJS) $(wildcard test/*.hpp) json.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp | check-deps
+test/%_test: test/%_test.cpp test/doctest_main.o $(SERVER_OBJS) $(wildcard test/*.hpp) json.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp crc32c.hpp journal.hpp notify.hpp check_progress.hpp | check-deps
 	$(CXX) $(CXXFLAGS) -I. -o $@ $< test/doctest_main.o $(SERVER_OBJS)
 
 # Preloaded by the fault tests to make one write short (k < n bytes) at a chosen moment.
@@ -98,8 +100,13 @@ crash-soak: tcp-log-server test/durability_test
 	ROUNDS=$(ROUNDS) sh test/crash_soak.sh
 
 # Write and read throughput over loopback; figures in the README's Performance section.
-bench: tcp-log-server
+bench: tcp-log-server bench-deps
 	bash test/bench.sh
+
+# The benchmark's peer: Redis Streams, from Debian's redis-server (started by the benchmark
+# itself in a temporary directory, on loopback, stopped by its pid).
+bench-deps:
+	$(call need_package,redis-server,redis-server)
 
 # Drop-in checks against the real npm packages (tcp-log-client 4 and 6, pino-pretty, and the
 # Node.js tcp-log-server for byte-identical storage), pinned by test/interop/package-lock.json.

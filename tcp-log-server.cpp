@@ -84,11 +84,10 @@ constexpr size_t kDiskReadCost = 4096;
 constexpr size_t kMarkerCost = 64;  // {"current":true}, {"head":H}, a skipped own write
 
 // A read that fails for a reason that may pass (EMFILE, ENOMEM, EIO, ...) is tried again after
-// a delay that doubles up to a second; after this long without success the reader gets an error
-// and its connection is closed, as nothing in the log is lost but the reader cannot go on.
+// a delay that doubles up to a second; after READ_RETRY_SECONDS without success the reader gets
+// an error and its connection is closed, as nothing in the log is lost but the reader cannot go on.
 constexpr int64_t kReadRetryFirstMs = 20;
 constexpr int64_t kReadRetryMaxMs = 1000;
-constexpr int64_t kReadRetryGiveUpMs = 30000;
 
 // ---- Memory given back.
 // Committed entries kept in memory for live readers, counting what the cache really costs.
@@ -135,6 +134,7 @@ struct Config {
   uint64_t max_input_bytes = 0;  // 0: the larger of 64 MiB and two longest lines
   uint64_t max_output_bytes = 64 * 1024 * 1024;
   uint64_t line_timeout_s = 60;  // 0: none
+  uint64_t read_retry_s = 30;
   bool check = false;
 };
 
@@ -161,6 +161,9 @@ const char* const kUsage =
     "                                                                  [MAX_OUTPUT_BYTES, default 67108864]\n"
     "  --line-timeout S        seconds to finish a line once started, 0 for no limit\n"
     "                                                                  [LINE_TIMEOUT, default 60]\n"
+    "  --read-retry-seconds S  how long a reader waits for an entry that cannot be read now\n"
+    "                          (out of descriptors, I/O error) before it gets an error\n"
+    "                                                                  [READ_RETRY_SECONDS, default 30]\n"
     "  --check                 verify the whole store and exit (refuses to run beside a live server)\n"
     "  --help, --version\n"
     "\n"
@@ -241,6 +244,9 @@ void apply_setting(Config* config, std::string_view name, const std::string& val
   } else if (name == "line-timeout") {
     if (!parse_unsigned(value, 86400, &n)) bad("a number of seconds from 0 to 86400");
     config->line_timeout_s = n;
+  } else if (name == "read-retry-seconds") {
+    if (!parse_unsigned(value, 86400, &n) || n < 1) bad("a number of seconds from 1 to 86400");
+    config->read_retry_s = n;
   }
 }
 
@@ -258,7 +264,8 @@ Config parse_config(int argc, char** argv) {
       {"MAX_CONNECTIONS", "max-connections"},
       {"MAX_INPUT_BYTES", "max-input-bytes"},
       {"MAX_OUTPUT_BYTES", "max-output-bytes"},
-      {"LINE_TIMEOUT", "line-timeout"}};
+      {"LINE_TIMEOUT", "line-timeout"},
+      {"READ_RETRY_SECONDS", "read-retry-seconds"}};
   for (const auto& v : kVars) {
     const char* value = std::getenv(v.env);
     if (value) apply_setting(&config, v.flag, value, v.env);
@@ -268,7 +275,7 @@ Config parse_config(int argc, char** argv) {
                                        "sync",          "log-level",
                                        "max-message-bytes", "max-connections",
                                        "max-input-bytes",   "max-output-bytes",
-                                       "line-timeout"};
+                                       "line-timeout",      "read-retry-seconds"};
   std::string input_source = config.max_input_bytes ? "MAX_INPUT_BYTES" : "";
   for (int i = 1; i < argc; i++) {
     std::string arg = argv[i];
@@ -1324,7 +1331,7 @@ Server::EntryResult Server::append_entry(Connection& c, uint64_t index, size_t* 
     } else {
       c.retry_delay_ms = std::min(2 * c.retry_delay_ms, kReadRetryMaxMs);
     }
-    if (now_ - c.retry_since_ms >= kReadRetryGiveUpMs) {
+    if (now_ - c.retry_since_ms >= static_cast<int64_t>(config_.read_retry_s) * 1000) {
       g_log.line(kError, "cannot read entry, giving up",
                  Log::Fields().str("event", "read-failed").num("connection", c.id)
                      .num("index", index).str("error", s.error));

@@ -2,7 +2,8 @@
 # Benchmarks of tcp-log-server over loopback (127.0.0.1), in a temporary directory that is
 # removed at the end. Run from anywhere: bash test/bench.sh (or make bench).
 #
-#   BENCH_SECTIONS  which sections to run, in this order (default: writes reads memory fairness)
+#   BENCH_SECTIONS  which sections to run, in this order
+#                   (default: writes reads memory fairness durable)
 #   BASELINE        another server binary (e.g. an older build) measured in the same run in the
 #                   memory and fairness sections, so that the two are compared as ratios
 #   BENCH_SECONDS   seconds each write cell issues writes (default 5)
@@ -25,10 +26,14 @@
 #   fairness  one writer with one write in flight (the probe): its latency alone, while 1 and 8
 #             readers catch up on the READ_ENTRIES log from disk, while 100 stalled readers (that
 #             never read) join, and beside IDLE_CONNS idle connections; and one reader alone
+#   durable   side by side with Redis Streams (XADD; Debian's redis-server, AOF on, appendfsync
+#             always and everysec), interleaved cell by cell: connections x writes in flight
+#             1x1, 1x64, 16x16, with 100-byte and 1 KiB entries, SYNC=always and SYNC=none; then
+#             1x1 and 16x16 while another process writes 2 GB to the same file system
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-SECTIONS=${BENCH_SECTIONS:-writes reads memory fairness}
+SECTIONS=${BENCH_SECTIONS:-writes reads memory fairness durable}
 SECONDS_PER_CELL=${BENCH_SECONDS:-5}
 WARMUP=${BENCH_WARMUP:-1}
 SIZE=${BENCH_SIZE:-200}
@@ -86,6 +91,26 @@ stop_server() {
   kill -TERM "$SERVER_PID"
   wait "$SERVER_PID" || true
   SERVER_PID=
+}
+
+# start_redis FSYNC DIR: Redis with an append-only file synced FSYNC (always, everysec) in DIR,
+# on a free loopback port; sets REDIS_PORT and REDIS_PID.
+start_redis() {
+  local fsync=$1 dir=$2
+  mkdir -p "$dir"
+  REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
+      --appendfsync "$fsync" --save "" --daemonize no --logfile "$dir/redis.log" &
+  REDIS_PID=$!
+  LOAD_PIDS+=("$REDIS_PID")
+  for _ in $(seq 1 100); do
+    grep -q "Ready to accept connections" "$dir/redis.log" 2>/dev/null && return 0
+    kill -0 "$REDIS_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "bench: redis-server did not start; its log:" >&2
+  cat "$dir/redis.log" >&2
+  exit 1
 }
 
 # field LINE KEY: the value of KEY=value in a summary line.
@@ -258,7 +283,78 @@ if section fairness; then
 fi
 
 # ---------------------------------------------------------------------------------------------
+DURABLE=()
+durable_cell() {  # durable_cell LABEL PORT CONNS WINDOW SIZE [--redis]: one cell, kept in DURABLE
+  local label=$1 port=$2 conns=$3 window=$4 size=$5 line
+  shift 5
+  line=$(timeout 300 "$BENCH" --port "$port" --mode write --label "$label" --conns "$conns" \
+         --window "$window" --size "$size" --writes 100000000 --seconds "$SECONDS_PER_CELL" \
+         --warmup "$WARMUP" "$@") || echo "bench: run failed: $label" >&2
+  echo "$line" >&2
+  DURABLE+=("$line")
+}
+if section durable; then
+  command -v redis-server >/dev/null || { echo "bench: redis-server is missing (make bench installs it)" >&2; exit 1; }
+  start_server always "$WORK/durable-always"
+  ALWAYS_PORT=$PORT ALWAYS_PID=$SERVER_PID
+  start_server none "$WORK/durable-none"
+  NONE_PORT=$PORT NONE_PID=$SERVER_PID
+  start_redis always "$WORK/redis-always"
+  REDIS_ALWAYS_PORT=$REDIS_PORT
+  start_redis everysec "$WORK/redis-everysec"
+  REDIS_EVERYSEC_PORT=$REDIS_PORT
+  for size in 100 1024; do
+    for shape in 1x1 1x64 16x16; do
+      c=${shape%x*} w=${shape#*x}
+      durable_cell "redis-always/$shape/$size" "$REDIS_ALWAYS_PORT" "$c" "$w" "$size" --redis
+      durable_cell "ours-always/$shape/$size" "$ALWAYS_PORT" "$c" "$w" "$size"
+      durable_cell "redis-everysec/$shape/$size" "$REDIS_EVERYSEC_PORT" "$c" "$w" "$size" --redis
+      durable_cell "ours-none/$shape/$size" "$NONE_PORT" "$c" "$w" "$size"
+    done
+  done
+  # Another process dirties 2 GB of the same file system while the writes go on.
+  for shape in 1x1 16x16; do
+    c=${shape%x*} w=${shape#*x}
+    for who in ours-always redis-always; do
+      port=$ALWAYS_PORT redis=()
+      [ "$who" = redis-always ] && port=$REDIS_ALWAYS_PORT redis=(--redis)
+      dd if=/dev/zero of="$WORK/ballast" bs=1M count=2048 status=none &
+      dd_pid=$!
+      LOAD_PIDS+=("$dd_pid")
+      durable_cell "$who+2GB/$shape/100" "$port" "$c" "$w" 100 "${redis[@]}"
+      wait "$dd_pid" || true
+      rm -f "$WORK/ballast"
+      sync -f "$WORK"  # the next cell starts without the ballast's write-back
+    done
+  done
+  kill -TERM "$ALWAYS_PID" "$NONE_PID"
+  wait "$ALWAYS_PID" "$NONE_PID" || true
+  SERVER_PID=
+fi
+
+# ---------------------------------------------------------------------------------------------
 echo
+if section durable; then
+  printf '%-26s %11s %9s %9s\n' cell writes/s p50_ms p99_ms
+  declare -A RATE
+  for line in "${DURABLE[@]}"; do
+    label=$(field "$line" label)
+    RATE[$label]=$(field "$line" writes_per_s)
+    printf '%-26s %11s %9s %9s\n' "$label" "$(field "$line" writes_per_s)" \
+      "$(field "$line" p50_ms)" "$(field "$line" p99_ms)"
+  done
+  echo
+  ratio() { awk -v a="${RATE[$1]:-0}" -v b="${RATE[$2]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
+  printf '%-12s %-6s %18s %18s %18s\n' shape size always/redis-always always/ours-none none/redis-everysec
+  for size in 100 1024; do
+    for shape in 1x1 1x64 16x16; do
+      printf '%-12s %-6s %18s %18s %18s\n' "$shape" "$size" "$(ratio "ours-always/$shape/$size" "redis-always/$shape/$size")" \
+        "$(ratio "ours-always/$shape/$size" "ours-none/$shape/$size")" \
+        "$(ratio "ours-none/$shape/$size" "redis-everysec/$shape/$size")"
+    done
+  done
+  echo
+fi
 if section writes || section fairness; then
   printf '%-34s %5s %6s %9s %11s %9s %9s %9s\n' cell conns window confirmed writes/s p50_ms p99_ms max_ms
   for line in "${RESULTS[@]}"; do

@@ -275,23 +275,22 @@ TEST_CASE("a stdout pipe that nobody reads stops neither confirmations nor SIGTE
 
 // ===== Fairness =================================================================================
 
-TEST_CASE("a reader at the descriptor limit gets its entries once descriptors are free again, never an error in an intact entry's place") {
-  TempDir dir;
-  constexpr int kEntries = 20;
-  {
-    ServerProcess first(dir.path());
-    first.start();
-    Client w(first.port());
-    for (int i = 1; i <= kEntries; i++) write_ok(w, "e" + std::to_string(i), numbered(i), i);
-    CHECK(first.stop_term() == 0);
-  }
-  // Restarted, so that every entry is read from its blob file (one descriptor each).
-  ServerProcess server(dir.path());
-  server.env("MAX_CONNECTIONS", "1000").nofile(48);
-  server.start();
-  Client reader(server.port());
+namespace {
+
+// A store of `entries` entries {"n":i}, written by a server that is then stopped, so that the
+// next server reads every entry from its blob file (one descriptor each).
+void write_store(const std::string& dir, int entries) {
+  ServerProcess first(dir);
+  first.start();
+  Client w(first.port());
+  for (int i = 1; i <= entries; i++) write_ok(w, "e" + std::to_string(i), numbered(i), i);
+  CHECK(first.stop_term() == 0);
+}
+
+// Connects idle clients until `server` logs that it cannot accept: every descriptor it has is
+// then taken. Returns them.
+std::vector<Client> take_every_descriptor(ServerProcess& server, size_t already_connected) {
   std::vector<Client> idle;
-  // Take every descriptor the server has left: connect until it logs that it cannot accept.
   bool full = false;
   for (int i = 0; i < 60 && !full; i++) {
     idle.emplace_back(server.port());
@@ -301,12 +300,25 @@ TEST_CASE("a reader at the descriptor limit gets its entries once descriptors ar
         full = full || l.find("cannot accept connection") != std::string::npos;
         connected += l.find("\"event\":\"connected\"") != std::string::npos;
       }
-      if (full || connected == idle.size() + 1) break;
+      if (full || connected == idle.size() + already_connected) break;
       std::this_thread::sleep_for(5ms);
     }
   }
-  REQUIRE_MESSAGE(!server.wait_for_log("cannot accept connection").empty(),
-                  "the server never ran out of descriptors");
+  REQUIRE_MESSAGE(full, "the server never ran out of descriptors");
+  return idle;
+}
+
+}  // namespace
+
+TEST_CASE("a reader at the descriptor limit gets its entries once descriptors are free again, never an error in an intact entry's place") {
+  TempDir dir;
+  constexpr int kEntries = 20;
+  write_store(dir.path(), kEntries);
+  ServerProcess server(dir.path());
+  server.env("MAX_CONNECTIONS", "1000").nofile(48);
+  server.start();
+  Client reader(server.port());
+  std::vector<Client> idle = take_every_descriptor(server, 1);
   reader.send_line(read_from(1));
   auto retry = server.wait_for_log("\"event\":\"read-retry\"");
   REQUIRE(retry.size() == 1);
@@ -317,6 +329,22 @@ TEST_CASE("a reader at the descriptor limit gets its entries once descriptors ar
   for (int i = 1; i <= kEntries; i++) CHECK(lines[i - 1] == entry_line(i, numbered(i)));
   CHECK(lines[kEntries] == kCurrent);
   CHECK(server.wait_for_log("\"event\":\"read-resumed\"").size() == 1);
+}
+
+TEST_CASE("READ_RETRY_SECONDS: a reader whose entry stays unreadable gets an error naming the entry, then the connection closes") {
+  TempDir dir;
+  write_store(dir.path(), 3);
+  ServerProcess server(dir.path());
+  server.env("MAX_CONNECTIONS", "1000").env("READ_RETRY_SECONDS", "1").nofile(48);
+  server.start();
+  Client reader(server.port());
+  std::vector<Client> idle = take_every_descriptor(server, 1);
+  reader.send_line(read_from(1));
+  std::string error = reader.read_line(10s);  // one to two seconds of retrying
+  CHECK(error.rfind(R"({"error":"cannot read entry 1: cannot open blob )", 0) == 0);
+  CHECK(error.find("Too many open files") != std::string::npos);
+  reader.expect_eof();
+  CHECK(server.wait_for_log("\"event\":\"read-failed\"").size() == 1);
 }
 
 TEST_CASE("readers catching up from disk do not hold a writer's line: little reader work between its arrival and its confirmation (counted in a syscall trace)") {

@@ -1187,6 +1187,7 @@ TEST_CASE("a bad flag or value exits 64 with one line naming it") {
       {{}, {{"MAX_OUTPUT_BYTES", "0"}}, "MAX_OUTPUT_BYTES"},
       {{}, {{"LINE_TIMEOUT", "1.5"}}, "LINE_TIMEOUT"},
       {{"--line-timeout", "86401"}, {}, "line-timeout"},
+      {{}, {{"READ_RETRY_SECONDS", "0"}}, "READ_RETRY_SECONDS"},
   };
   auto lower = [](std::string s) {
     for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
@@ -1210,7 +1211,7 @@ TEST_CASE("--help exits 0 and documents the variables and exit statuses; --versi
   CAPTURE(help.output());
   CHECK(help.status == 0);
   for (const char* word : {"PORT", "HOST", "BLOBS", "LEVELDB", "SYNC", "LOG_LEVEL", "MAX_MESSAGE_BYTES",
-                           "MAX_CONNECTIONS", "MAX_INPUT_BYTES", "MAX_OUTPUT_BYTES", "LINE_TIMEOUT", "64"})
+                           "MAX_CONNECTIONS", "MAX_INPUT_BYTES", "MAX_OUTPUT_BYTES", "LINE_TIMEOUT", "READ_RETRY_SECONDS", "64"})
     CHECK_MESSAGE(help.output().find(word) != std::string::npos, std::string(word));
   RunResult version = run_server_binary({"--version"});
   CAPTURE(version.output());

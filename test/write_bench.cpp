@@ -24,6 +24,8 @@
 //                               and count writes/s from U on (0)
 //   --from F     BENCH_FROM     read mode start index     (1)
 //   --label L    BENCH_LABEL    free text put in the summary line
+//   --redis      write mode: speak to a Redis server instead, each write an XADD of the same
+//                entry to the stream "log" (the peer people would pick instead; RESP protocol)
 //   --write-once, --read, --stalled   hold mode, see above (flags without a value)
 // Prints one summary line of key=value pairs; exit 0 when every write was confirmed (or the
 // read reached {"current":true}), 1 on errors, 2 on bad usage. A run with no progress for
@@ -64,7 +66,7 @@ struct Options {
   long conns = 1, writes = 1000, window = 1, size = 200, from = 1;
   double seconds = 0, warmup = 0;
   std::string label;
-  bool write_once = false, read = false, stalled = false;
+  bool write_once = false, read = false, stalled = false, redis = false;
 };
 
 [[noreturn]] void usage(const char* what) {
@@ -105,8 +107,8 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") usage("help");
-    if (a == "--write-once" || a == "--read" || a == "--stalled") {
-      (a == "--write-once" ? o.write_once : a == "--read" ? o.read : o.stalled) = true;
+    if (a == "--write-once" || a == "--read" || a == "--stalled" || a == "--redis") {
+      (a == "--write-once" ? o.write_once : a == "--read" ? o.read : a == "--stalled" ? o.stalled : o.redis) = true;
       continue;
     }
     if (i + 1 >= argc) usage(("missing value for " + a).c_str());
@@ -198,6 +200,31 @@ std::string make_line(long conn, long seq, long size, const std::string& nonce) 
   return "{\"id\":\"" + id + "\",\"entry\":" + entry + "}\n";
 }
 
+// The same entry as an XADD to the stream "log" with one field, in RESP.
+std::string make_xadd(long conn, long seq, long size, const std::string& nonce) {
+  std::string line = make_line(conn, seq, size, nonce);
+  const size_t at = line.find("\"entry\":") + 8;
+  std::string entry = line.substr(at, line.size() - at - 2);  // without the closing "}\n"
+  auto bulk = [](const std::string& s) { return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n"; };
+  return "*5\r\n" + bulk("XADD") + bulk("log") + bulk("*") + bulk("e") + bulk(entry);
+}
+
+// The next complete RESP reply at in[start..]: its length, 0 if incomplete. *ok is false for an
+// error reply. Only the replies XADD gives: a bulk string (the id) or an error.
+size_t redis_reply(const std::string& in, size_t start, bool* ok) {
+  size_t eol = in.find("\r\n", start);
+  if (eol == std::string::npos) return 0;
+  if (in[start] == '$') {
+    long n = std::strtol(in.c_str() + start + 1, nullptr, 10);
+    size_t end = eol + 2 + static_cast<size_t>(n < 0 ? 0 : n) + (n < 0 ? 0 : 2);
+    if (end > in.size()) return 0;
+    *ok = n >= 0;
+    return end - start;
+  }
+  *ok = false;  // '-': an error line
+  return eol + 2 - start;
+}
+
 int run_write(const Options& o) {
   char nonce[48];
   std::snprintf(nonce, sizeof nonce, "%ld.%ld", static_cast<long>(::getpid()),
@@ -228,7 +255,8 @@ int run_write(const Options& o) {
         c.out_off = 0;
       }
       while (issuing && c.sent < o.writes && static_cast<long>(c.inflight.size()) < o.window) {
-        c.out += make_line(static_cast<long>(k), c.sent, o.size, nonce);
+        c.out += o.redis ? make_xadd(static_cast<long>(k), c.sent, o.size, nonce)
+                         : make_line(static_cast<long>(k), c.sent, o.size, nonce);
         c.inflight.emplace_back(c.sent, Clock::now());
         c.sent++;
       }
@@ -260,7 +288,30 @@ int run_write(const Options& o) {
       }
       const auto now = Clock::now();
       size_t start = 0;
+      while (o.redis && start < c.in.size()) {
+        bool ok = false;
+        size_t n = redis_reply(c.in, start, &ok);
+        if (n == 0) break;
+        start += n;
+        if (c.inflight.empty()) {
+          mismatched++;
+          continue;
+        }
+        auto queued = c.inflight.front().second;
+        c.inflight.pop_front();
+        if (!ok) {
+          c.errors++;
+          continue;
+        }
+        c.confirmed++;
+        if (queued >= measured_from) {
+          measured++;
+          lat_us.push_back(std::chrono::duration<double, std::micro>(now - queued).count());
+        }
+        last_progress = now;
+      }
       for (;;) {
+        if (o.redis) break;
         size_t nl = c.in.find('\n', start);
         if (nl == std::string::npos) break;
         std::string_view line(c.in.data() + start, nl - start);

@@ -1,0 +1,118 @@
+// The write-ahead journal: with SYNC=always, a batch of entries is durable once its records are
+// appended here and the journal is synced (one fdatasync); the blobs and the index are written
+// after that without syncs, and made durable in bulk later by a checkpoint (Store).
+//
+// Layout of LEVELDB/journal, a file of fixed size (preallocated with zeros and synced when it is
+// created, so that an append's fdatasync never has to persist a size change), in two sides of
+// half the file each. Appends go to one side, the active one; a checkpoint switches appends to
+// the other side, makes everything the first side holds durable elsewhere, and then retires it
+// by giving it a new generation. Each side:
+//
+//   header (4096 bytes):  "TLSJRNL1" | u64 generation | u32 side | u32 masked crc32c of the 20
+//                         bytes before it | zeros
+//   records, back to back from offset 4096:
+//     u32 masked crc32c of everything after it | u32 n = bytes of the entry | u64 generation |
+//     u64 index | 32-byte SHA-256 of the entry | n bytes: the entry's canonical JSON
+//
+// All integers little-endian. A record counts only with its side's generation and a matching
+// checksum: bytes a side held in an earlier generation, a torn append and garbage all end the
+// side's replay (LevelDB's rule for a log: a bad record at the end is an append the writer did
+// not finish, never an error). The sides are replayed in the order of their generations.
+//
+// The Journal owns its file and never decides when to sync or to checkpoint (the Store does).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "index.hpp"  // Status
+
+class Journal {
+ public:
+  static constexpr size_t kHeaderBytes = 4096;
+  static constexpr size_t kRecordHeaderBytes = 56;
+  // The smallest journal: two sides of a header and 60 KiB of records.
+  static constexpr uint64_t kMinBytes = 2 * 64 * 1024;
+
+  // One entry, as appended and as replayed.
+  struct Entry {
+    uint64_t index;
+    std::string_view hash_hex;  // 64 lowercase hex digits
+    std::string_view bytes;
+  };
+
+  Journal() = default;
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+  ~Journal();
+
+  // Opens DIR/journal. A missing file, or one of another size, is created anew with `bytes`
+  // (rounded down to a multiple of 8 KiB) of zeros, synced, with a synced directory entry; both
+  // sides start empty. With `read_only` nothing is created or changed (--check).
+  Status open(const std::string& dir, uint64_t bytes, bool read_only);
+  const std::string& path() const { return path_; }
+
+  // Recovery: calls `fn` for every record, the older side first, each in order, until a side's
+  // first record that is not whole and current. Stops at the first error `fn` returns. Notes
+  // what ended each side (other than its unused space) in *notes.
+  Status replay(const std::function<Status(const Entry&)>& fn, std::vector<std::string>* notes) const;
+  // After recovery made every record's entry durable elsewhere: both sides get new generations
+  // (one write and one fdatasync each), so that no record replays again.
+  Status reset();
+
+  // The bytes `append` writes for an entry of `n` bytes.
+  static size_t record_size(size_t n) { return kRecordHeaderBytes + n; }
+  // Bytes of records a side can hold.
+  uint64_t side_capacity() const { return side_bytes_ - kHeaderBytes; }
+  // Bytes of records the active side holds, and can still take.
+  uint64_t used() const { return offset_[active_] - side_start(active_) - kHeaderBytes; }
+  uint64_t room() const { return side_start(active_) + side_bytes_ - offset_[active_]; }
+
+  // Appends the entries' records to the active side in one write, then (with `sync`) syncs the
+  // file. The records must fit (room()). On failure the journal is failed(): it takes no more
+  // appends, as what reached the disk cannot be known (a failed sync is never retried and then
+  // trusted).
+  Status append(const std::vector<Entry>& entries, bool sync);
+  // Takes back the last append (its batch failed after it): its records are overwritten with
+  // zeros and synced, and the side's end moves back to `end_before`. On failure, failed().
+  Status take_back(uint64_t end_before);
+  // Where the active side's records end (for take_back).
+  uint64_t end() const { return offset_[active_]; }
+  bool failed() const { return failed_; }
+
+  // Checkpoints. A side is free once retired: switch() moves appends to the other side if it
+  // is free, and returns the side left behind, which holds records until it is retired.
+  bool can_switch() const { return free_[1 - active_]; }
+  int switch_sides();
+  // Writes `side`'s header with `generation` (from next_generation()) and syncs the file: no
+  // record of the side replays after that. Changes nothing in this object, so that another
+  // thread may call it while the active (other) side takes appends; then the appending thread
+  // calls retired(side, generation), which makes the side free.
+  Status retire(int side, uint64_t generation) const;
+  void retired(int side, uint64_t generation);
+  // The generation retire() should give the side being left now.
+  uint64_t next_generation() { return ++newest_generation_; }
+
+ private:
+  uint64_t side_start(int side) const { return static_cast<uint64_t>(side) * side_bytes_; }
+  // Writes a new file of `bytes` zeros through a temp name, syncs it and its directory entry.
+  Status create(uint64_t bytes);
+  Status write_header(int side, uint64_t generation) const;
+  Status read_header(int side, uint64_t* generation, bool* valid) const;
+
+  int fd_ = -1;
+  std::string path_;
+  std::string dir_;
+  uint64_t side_bytes_ = 0;
+  uint64_t generation_[2] = {0, 0};
+  uint64_t offset_[2] = {0, 0};  // where each side's next record goes
+  bool free_[2] = {false, false};
+  int active_ = 0;
+  uint64_t newest_generation_ = 0;
+  uint64_t recreate_bytes_ = 0;  // the size reset() gives a journal found with another size
+  bool failed_ = false;
+  std::string scratch_;  // one append's records
+};
