@@ -613,7 +613,8 @@ Status Store::read_blob(std::string_view record, std::string* bytes) const {
   return blobs_.read(record.substr(0, 64), bytes);
 }
 
-void Store::check(CheckReport* report) const {
+void Store::check(CheckReport* report,
+                  const std::function<void(uint64_t checked, uint64_t head)>& progress) const {
   const uint64_t head = index_.head();
   report->entries = head;
   std::unordered_set<std::string> seen;  // hashes already verified
@@ -627,6 +628,7 @@ void Store::check(CheckReport* report) const {
       return;
     }
     for (size_t i = 0; i < count; i++) {
+      if (progress) progress(first + i - 1, head);
       std::string_view record(records.data() + i * kRecordSize, kRecordSize);
       std::string where = "entry " + std::to_string(first + i) + ": ";
       if (!valid_record(record)) {
@@ -645,4 +647,5 @@ void Store::check(CheckReport* report) const {
       report->bytes += bytes.size();
     }
   }
+  if (progress) progress(head, head);
 }

@@ -9,6 +9,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -181,8 +182,11 @@ class Store {
   // (Corruption) or the blob is missing (NotFound) or does not hash to its name (Corruption),
   // or with IOError if it could not be read now.
   Status read_blob(std::string_view record, std::string* bytes) const;
-  // Reads the whole index and every blob it names, verifying each blob against its name.
-  void check(CheckReport* report) const;
+  // Reads the whole index and every blob it names, verifying each blob against its name. Calls
+  // `progress` (when given) before each entry and once at the end, with the number of entries
+  // checked so far and the head.
+  void check(CheckReport* report,
+             const std::function<void(uint64_t checked, uint64_t head)>& progress = nullptr) const;
 
  private:
   Status recover_tail(std::vector<std::string>* warnings);

@@ -35,8 +35,10 @@
 #include <vector>
 
 #include "buffer.hpp"
+#include "check_progress.hpp"
 #include "index.hpp"
 #include "json.hpp"
+#include "notify.hpp"
 #include "recent_entries.hpp"
 #include "sha256.hpp"
 
@@ -496,6 +498,31 @@ constexpr int kTrace = 10, kDebug = 20, kInfo = 30, kWarn = 40, kError = 50, kFa
 Log g_log;
 
 // =============================================================================================
+// Service manager notices (systemd's Type=notify, see notify.hpp): READY=1 once the store is
+// recovered and the listeners are open, STOPPING=1 when a graceful stop begins. A failure is
+// logged, never fatal: the server serves either way, and a manager that did not hear READY=1
+// says so itself when its start timeout runs out.
+
+ServiceNotifier g_service_manager;
+
+void notify_service_manager(const std::string& message) {
+  if (!g_service_manager.enabled()) return;
+  std::string error;
+  if (g_service_manager.send(message, &error))
+    g_log.line(kDebug, "notified the service manager",
+               Log::Fields().str("event", "notify").str("message", message));
+  else
+    g_log.line(kWarn, "cannot notify the service manager",
+               Log::Fields().str("event", "notify").str("error", error));
+}
+
+// A directory's absolute, canonical path for log lines; as given if that cannot be had.
+std::string absolute_path(const std::string& path) {
+  char resolved[PATH_MAX];
+  return ::realpath(path.c_str(), resolved) ? std::string(resolved) : path;
+}
+
+// =============================================================================================
 // Listening sockets. HOST is parsed as an address literal only: no name lookup, so a static
 // build needs no NSS.
 
@@ -866,8 +893,19 @@ bool Server::start(std::string* error) {
   for (Listener& l : listeners_) pollfds_.push_back({l.fd, POLLIN, 0});
   connections_.resize(pollfds_.size());
   first_connection_slot_ = pollfds_.size();
+  // The first minute: what runs, where its data is, how safe a confirmation is, how much is in
+  // it. Directories as absolute paths, since the defaults are relative to where it was started.
+  const uint16_t port = bound_port(listeners_[0].fd);
   g_log.line(kInfo, "listening",
-             Log::Fields().str("event", "listening").num("port", bound_port(listeners_[0].fd)));
+             Log::Fields().str("event", "listening").num("port", port).str("version", kVersion)
+                 .str("host", config_.host.empty() ? "all interfaces" : config_.host)
+                 .str("blobs", absolute_path(config_.blobs))
+                 .str("leveldb", absolute_path(config_.leveldb))
+                 .str("sync", config_.sync == SyncMode::Always ? "always" : "none")
+                 .num("head", store_->head()));
+  notify_service_manager("READY=1\nSTATUS=listening on port " + std::to_string(port) + ", " +
+                         std::to_string(store_->head()) + " entries\nMAINPID=" +
+                         std::to_string(::getpid()) + "\n");
   return true;
 }
 
@@ -1552,6 +1590,7 @@ void Server::begin_shutdown() {
   for (size_t slot = kLogSlot + 1; slot < first_connection_slot_; slot++) pollfds_[slot].fd = -1;
   listeners_.clear();
   g_log.line(kInfo, "stopping", Log::Fields().num("connections", open_connections_));
+  notify_service_manager("STOPPING=1\nSTATUS=stopping: confirming received writes\n");
   // Every connection stops reading and decides whether it is done.
   for (size_t slot = first_connection_slot_; slot < connections_.size(); slot++)
     touch(*connections_[slot]);
@@ -1668,7 +1707,20 @@ int run_check(const Config& config) {
     return kExitFailure;
   }
   CheckReport report;
-  store.check(&report);
+  if (::isatty(STDERR_FILENO)) {
+    // Someone is watching: one line on stderr, rewritten in place, then a summary. Nothing of
+    // it when stderr is a file or a pipe, so scripts see exactly what they saw before.
+    CheckProgress meter;
+    uint64_t checked_so_far = 0;
+    store.check(&report, [&](uint64_t checked, uint64_t head) {
+      checked_so_far = checked;
+      const std::string line = meter.update(checked, head, now_ms());
+      if (!line.empty()) std::fprintf(stderr, "\r%s\033[K", line.c_str());
+    });
+    std::fprintf(stderr, "\r%s\033[K\n", meter.done(checked_so_far, now_ms()).c_str());
+  } else {
+    store.check(&report);
+  }
   for (const std::string& n : notes) report.problems.push_back(n);
   std::printf("entries: %llu\ndistinct blobs: %llu\nbytes: %llu\nproblems: %zu\n",
               static_cast<unsigned long long>(report.entries),
@@ -1710,6 +1762,10 @@ int main(int argc, char** argv) {
                  Log::Fields().str("event", "config").num("max_connections", config.max_connections)
                      .num("descriptor_limit", descriptors));
     }
+    std::string notify_error;
+    if (!g_service_manager.open_from_environment(&notify_error))
+      g_log.line(kWarn, "cannot notify the service manager",
+                 Log::Fields().str("event", "notify").str("error", notify_error));
     Store store;
     std::vector<std::string> warnings;
     Status s = store.open({config.blobs, config.leveldb, config.sync}, &warnings);

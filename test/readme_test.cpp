@@ -140,3 +140,178 @@ TEST_CASE("the README's nc recipes work as written and print what the README sho
   expected.push_back(R"({"index":2,"entry":{"live":true}})");
   CHECK(followed == expected);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The README's mirror recipe ("A live copy on another machine"), saved as written and run with
+// bash against two real servers on loopback.
+
+namespace {
+
+std::string readme_mirror_script() {
+  std::ifstream readme("README.md");
+  REQUIRE_MESSAGE(readme, "README.md not found; run the tests from the repository root");
+  std::string line, script;
+  bool in_section = false, in_block = false;
+  while (std::getline(readme, line)) {
+    if (line == "### A live copy on another machine") in_section = true;
+    if (!in_section) continue;
+    if (!in_block && line == "```bash") {
+      in_block = true;
+      continue;
+    }
+    if (in_block && line == "```") break;
+    if (in_block) script += line + "\n";
+  }
+  REQUIRE_MESSAGE(script.rfind("#!/bin/bash\n", 0) == 0, "no bash block under the mirror heading");
+  return script;
+}
+
+// A server on 127.0.0.1 over its own directory under `dir`.
+struct Named {
+  ServerProcess server;
+  Named(const TempDir& dir, const std::string& name) : server(dir / name) {
+    std::filesystem::create_directories(dir / name);
+    server.env("HOST", "127.0.0.1").start();
+  }
+};
+
+// Writes entries `from`..`to` (each a few awkward numbers and a string) and checks their indices.
+void write_entries(int port, int from, int to) {
+  Client c(port);
+  for (int i = from; i <= to; i++)
+    write_ok(c, "w" + std::to_string(i),
+             R"({"n":)" + std::to_string(i) + R"(,"f":1.0,"big":12345678901234567890,"s":"\u00e9\"\\"})", i);
+}
+
+class Mirror {
+ public:
+  Mirror(const TempDir& dir, int from_port, int to_port) : out_(dir / ("mirror-" + std::to_string(detail::next_serial()) + ".out")) {
+    const std::string script = dir / "mirror.sh";
+    std::ofstream(script) << readme_mirror_script();
+    pid_ = spawn_shell("bash " + script + " 127.0.0.1 " + std::to_string(from_port) + " 127.0.0.1 " +
+                           std::to_string(to_port),
+                       out_);
+  }
+  ~Mirror() { stop(); }
+  std::string output() const { return detail::read_whole_file(out_); }
+  // Waits for the script to exit by itself; its status, or nothing if it did not in time.
+  std::optional<int> wait_exit(milliseconds timeout = kWait) {
+    if (pid_ < 0) return status_;
+    auto status = detail::wait_for_exit(pid_, Clock::now() + timeout);
+    if (!status) return std::nullopt;
+    pid_ = -1;
+    status_ = detail::shell_status(*status);
+    return status_;
+  }
+  // Ends it and everything it started (its own process group).
+  void stop() {
+    if (pid_ < 0) return;
+    ::kill(-pid_, SIGTERM);
+    if (!detail::wait_for_exit(pid_, Clock::now() + kWait)) {
+      ::kill(-pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    pid_ = -1;
+  }
+
+ private:
+  std::string out_;
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+// Waits until the copy's log reads exactly as the original's.
+bool same_log_soon(int original, int copy) {
+  auto deadline = Clock::now() + 10s;
+  for (;;) {
+    if (dump(copy) == dump(original)) return true;
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(50ms);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("the README's mirror recipe copies a log live, entry for entry, and resumes where it stopped") {
+  TempDir dir;
+  Named original(dir, "original"), copy(dir, "copy");
+  write_entries(original.server.port(), 1, 30);
+  {
+    Mirror mirror(dir, original.server.port(), copy.server.port());
+    CHECK(same_log_soon(original.server.port(), copy.server.port()));
+    write_entries(original.server.port(), 31, 35);  // live
+    CHECK(same_log_soon(original.server.port(), copy.server.port()));
+    CHECK(mirror.output().find("mirror: caught up") != std::string::npos);
+    CHECK_FALSE(mirror.wait_exit(0ms).has_value());  // it follows; it does not end by itself
+  }
+  write_entries(original.server.port(), 36, 40);  // while no mirror runs
+  Mirror again(dir, original.server.port(), copy.server.port());
+  CHECK(same_log_soon(original.server.port(), copy.server.port()));
+  CHECK(dump(copy.server.port()).size() == 41);  // 40 entries and current: nothing twice
+  // When the original stops, so does the mirror, with a status a supervisor restarts it on.
+  CHECK(original.server.stop_term() == 0);
+  CHECK(again.wait_exit() == 1);
+  CHECK(again.output().find("mirror: the original closed the connection") != std::string::npos);
+}
+
+TEST_CASE("the README's mirror recipe refuses to resume onto a log that is not a copy") {
+  TempDir dir;
+  Named original(dir, "original"), other(dir, "other");
+  write_entries(original.server.port(), 1, 3);
+  {
+    Client c(other.server.port());
+    write_ok(c, "x", R"({"something":"else"})", 1);
+  }
+  const std::vector<std::string> before = dump(other.server.port());
+  Mirror mirror(dir, original.server.port(), other.server.port());
+  CHECK(mirror.wait_exit() == 1);
+  CHECK(mirror.output().find("mirror: entry 1 differs") != std::string::npos);
+  CHECK(dump(other.server.port()) == before);
+}
+
+TEST_CASE("the README's mirror recipe stops at an entry the original cannot read back") {
+  TempDir dir;
+  std::filesystem::create_directories(dir / "original");
+  {
+    ServerProcess writer(dir / "original");
+    writer.env("HOST", "127.0.0.1").start();
+    write_entries(writer.port(), 1, 5);
+    REQUIRE(writer.stop_term() == 0);
+  }
+  // Entry 3's blob is gone; a new server reads it from disk and sends an error in its place.
+  const std::string index = detail::read_whole_file(dir / "original/leveldb/index");
+  const std::string hash = index.substr(2 * 65, 64);
+  REQUIRE(std::filesystem::remove(dir / ("original/blobs/" + hash.substr(0, 2) + "/" + hash.substr(2))));
+  Named original(dir, "original"), copy(dir, "copy");
+  Mirror mirror(dir, original.server.port(), copy.server.port());
+  auto deadline = Clock::now() + kWait;
+  while (mirror.output().find("mirror: cannot copy") == std::string::npos && Clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  CHECK(mirror.output().find(R"(mirror: cannot copy {"index":3,"error":)") != std::string::npos);
+  CHECK(mirror.wait_exit() == 1);
+  std::vector<std::string> copied = dump(copy.server.port());
+  REQUIRE(copied.size() == 3);  // entries 1 and 2, current
+  CHECK(copied[1] == dump(original.server.port())[1]);
+}
+
+TEST_CASE("the README's mirror recipe stops when the copy does not store an entry under its index") {
+  TempDir dir;
+  Named original(dir, "original");
+  std::filesystem::create_directories(dir / "copy");
+  ServerProcess copy(dir / "copy");
+  copy.env("HOST", "127.0.0.1").env("MAX_MESSAGE_BYTES", "64").start();  // entry 2 will not fit
+  {
+    Client c(original.server.port());
+    write_ok(c, "a", R"({"n":1})", 1);
+    write_ok(c, "b", R"({"long":")" + std::string(100, 'x') + R"("})", 2);
+  }
+  Mirror mirror(dir, original.server.port(), copy.port());
+  auto deadline = Clock::now() + kWait;
+  while (mirror.output().find("mirror: the copy answered") == std::string::npos && Clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  CHECK(mirror.output().find(R"(mirror: the copy answered {"error":"message too large"})") != std::string::npos);
+  CHECK(mirror.wait_exit() == 1);
+  std::vector<std::string> copied = dump(copy.port());
+  REQUIRE(copied.size() == 2);  // entry 1, current
+  CHECK(copied[0] == entry_line(1, R"({"n":1})"));
+}
