@@ -200,18 +200,36 @@ std::string BlobStore::path_of(std::string_view hex) const {
   return path;
 }
 
-Status BlobStore::exists(std::string_view hex, bool* found) const {
-  if (!suspect_.empty() && suspect_.count(std::string(hex))) {
-    *found = false;
-    return Status::Ok();
-  }
+Status BlobStore::holds(std::string_view hex, std::string_view bytes, bool* whole) const {
+  *whole = false;
+  if (!suspect_.empty() && suspect_.count(std::string(hex))) return Status::Ok();
   std::string path = path_of(hex);
   struct stat st;
-  *found = ::stat(path.c_str(), &st) == 0;
-  // Only "no such file" (or "hh is not a directory") means absent: a blob that is there but
-  // cannot be looked at must not be rewritten, as a failed batch removes the blobs it wrote.
-  if (!*found && errno != ENOENT && errno != ENOTDIR)
-    return Status::Errno("cannot look up blob", path, errno);
+  if (::stat(path.c_str(), &st) != 0) {
+    // Only "no such file" (or "hh is not a directory") means absent: a blob that is there but
+    // cannot be looked at must not be rewritten, as a failed batch removes the blobs it wrote.
+    if (errno != ENOENT && errno != ENOTDIR) return Status::Errno("cannot look up blob", path, errno);
+    return Status::Ok();
+  }
+  // A power cut can leave a name whose bytes never reached the disk (empty, zeros, a torn
+  // prefix): compare before trusting it, or a new confirmation would rest on a damaged file.
+  if (static_cast<uint64_t>(st.st_size) != bytes.size()) return Status::Ok();
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::Errno("cannot open blob", path, errno);
+  std::string stored(bytes.size(), '\0');
+  size_t got = 0;
+  while (got < stored.size()) {
+    ssize_t n = ::pread(fd, &stored[got], stored.size() - got, static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = n < 0 ? errno : EIO;
+      ::close(fd);
+      return Status::Errno("cannot read blob", path, err);
+    }
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  *whole = stored == bytes;
   return Status::Ok();
 }
 
@@ -551,7 +569,7 @@ Status Store::commit(const std::vector<std::string_view>& hashes,
                      const std::vector<std::string_view>& bytes) {
   if (hashes.empty()) return Status::Ok();
   const bool sync = options_.sync == SyncMode::Always;
-  // The blobs to write: not on disk (a blob under its final name is whole) and first in batch.
+  // The blobs to write: not stored whole (absent, or damaged by a power cut) and first in batch.
   std::vector<size_t> fresh;
   std::unordered_set<std::string_view> in_batch;
   std::string records;
@@ -560,7 +578,7 @@ Status Store::commit(const std::vector<std::string_view>& hashes,
   for (size_t i = 0; i < hashes.size() && s.ok(); i++) {
     bool found = false;
     if (in_batch.insert(hashes[i]).second) {
-      s = blobs_.exists(hashes[i], &found);
+      s = blobs_.holds(hashes[i], bytes[i], &found);
       if (s.ok() && !found) fresh.push_back(i);
     }
     records.append(hashes[i]).push_back('\n');

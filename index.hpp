@@ -65,7 +65,9 @@ class DirLock {
 };
 
 // Blob files named by the hash of their bytes. Writes go through BLOBS/tmp and a rename, so a
-// blob under its final name is always whole: "exists" is enough to skip rewriting it.
+// process crash never leaves a partial blob under its final name. A power cut can (a blob
+// renamed without a sync, as SYNC=none does): so a blob is only trusted, and not written again,
+// when its file holds exactly its bytes.
 class BlobStore {
  public:
   ~BlobStore();
@@ -73,8 +75,10 @@ class BlobStore {
   Status open(const std::string& dir, std::vector<std::string>* warnings);
   void set_dir(const std::string& dir) { dir_ = dir; }  // for reading only (--check)
   std::string path_of(std::string_view hex) const;
-  // Whether the blob is stored; an error other than "no such file" is a failure.
-  Status exists(std::string_view hex, bool* found) const;
+  // Whether the blob is stored whole: a file under its name holding exactly `bytes`. A file
+  // with other bytes is damaged, and *whole is false, so that it is written again. An error
+  // other than "no such file" is a failure.
+  Status holds(std::string_view hex, std::string_view bytes, bool* whole) const;
   // A new blob is written in two steps. First to BLOBS/tmp/<hex>, with fdatasync when `sync`
   // (on failure the temp file is removed)...
   Status write_temp(std::string_view hex, std::string_view bytes, bool sync);
@@ -86,7 +90,7 @@ class BlobStore {
   bool can_sync_filesystem() const { return can_sync_filesystem_; }
   Status sync_filesystem();
   // After a batch's blobs: on failure, removes the blobs it created (a name whose sync failed
-  // must not be trusted by "exists"; those that cannot be removed are rewritten next time).
+  // must not be trusted by "holds"; those that cannot be removed are rewritten next time).
   void end_batch(bool committed, const std::vector<std::string_view>& created);
   // fsyncs each directory once.
   static Status sync_dirs(std::vector<std::string>* dirs);
