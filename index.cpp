@@ -541,26 +541,39 @@ Status Store::open(const Options& options, std::vector<std::string>* warnings) {
 
 Status Store::recover_tail(std::vector<std::string>* warnings) {
   // Only the last append can be unsynced, and an append holds at most kMaxBatchEntries records,
-  // so that is all recovery reads: startup cost does not grow with the log. Records are cut
-  // from the end while they are bad; the first good one ends the scan, so a bad record deeper
-  // in the log is reported to readers rather than "repaired" away with good ones after it.
-  uint64_t head = index_.head();
-  uint64_t lowest = head > kMaxBatchEntries ? head - kMaxBatchEntries + 1 : 1;
+  // so that is all recovery reads: startup cost does not grow with the log.
+  const uint64_t head = index_.head();
+  const uint64_t window = head > kMaxBatchEntries ? head - kMaxBatchEntries + 1 : 1;
   uint64_t new_head = head;
-  std::string record, bytes;
-  while (new_head >= lowest && new_head > 0) {
-    Status s = index_.read(new_head, 1, &record);
+  std::string why;
+  // 1. The first malformed record among them cuts everything after it (point-in-time
+  //    recovery): an append's pages can reach the disk out of order and leave zeros or garbage
+  //    before good records, none of which was confirmed.
+  std::string records, bytes;
+  Status s = index_.read(window, static_cast<size_t>(head - window + 1), &records);
+  if (head > 0 && !s.ok()) return s;
+  for (uint64_t i = window; i <= head; i++) {
+    if (valid_record(std::string_view(records).substr((i - window) * kRecordSize, kRecordSize))) continue;
+    new_head = i - 1;
+    why = "entry " + std::to_string(i) + " is malformed";
+    break;
+  }
+  // 2. From the end, records whose blob is missing or damaged: the last append's, if its blobs
+  //    were removed again (a failed batch). The first good record ends the scan, so a bad
+  //    record deeper in the log is reported to readers rather than "repaired" away.
+  while (new_head >= window && new_head > 0) {
+    s = index_.read(new_head, 1, &records);
     if (!s.ok()) return s;
-    if (valid_record(record) && read_blob(record, &bytes).ok()) break;
+    if (valid_record(records) && read_blob(records, &bytes).ok()) break;
+    if (why.empty()) why = "a malformed record or a missing or damaged blob at the end";
     new_head--;
   }
   if (new_head != head) {
-    Status s = index_.truncate(new_head);
+    s = index_.truncate(new_head);
     if (!s.ok()) return s;
-    warnings->push_back("cut " + std::to_string(head - new_head) +
-                        " unconfirmed record(s) with a malformed record or a missing or damaged blob "
-                        "from the end of " + index_.path() + ", entries " +
-                        std::to_string(new_head + 1) + ".." + std::to_string(head));
+    warnings->push_back("cut " + std::to_string(head - new_head) + " unconfirmed record(s) from the end of " +
+                        index_.path() + ", entries " + std::to_string(new_head + 1) + ".." +
+                        std::to_string(head) + ": " + why);
   }
   return Status::Ok();
 }
