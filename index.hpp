@@ -152,9 +152,19 @@ struct CheckReport {
   std::vector<std::string> problems;  // each with the index it concerns
 };
 
+// LEVELDB/UNSYNCED exists while a SYNC=none server may have written records and blobs that
+// are not durable; it holds the head up to which they were ("<n>\n"). Recovery checks every
+// record after it, and every blob they name.
+constexpr const char* kUnsyncedMarker = "UNSYNCED";
+
 // The whole store. commit() is the one way entries are added.
 class Store {
  public:
+  Store() = default;
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  // Under SYNC=none, makes everything durable and removes the UNSYNCED marker (a clean stop).
+  ~Store();
   struct Options {
     std::string blobs_dir;
     std::string index_dir;
@@ -168,6 +178,8 @@ class Store {
   // and the command that migrates it, when the index directory holds a LevelDB database (the
   // Node.js server's: a CURRENT or MANIFEST-* file) and no index file (README, "Moving from
   // the Node.js server").
+  // Then, under SYNC=always, makes all it found durable; under SYNC=none, writes the
+  // UNSYNCED marker (durably) unless one is there.
   Status open(const Options& options, std::vector<std::string>* warnings);
   uint64_t head() const { return index_.head(); }
   // Makes entries head()+1 .. head()+hashes.size() part of the log, in this order: each new
@@ -189,8 +201,14 @@ class Store {
   void check(CheckReport* report) const;
 
  private:
-  Status recover_tail(std::vector<std::string>* warnings);
+  Status recover_tail(bool unsynced_run, uint64_t durable_head, std::vector<std::string>* warnings);
+  Status sync_both_file_systems();
+  std::string unsynced_marker_path() const;
+  Status read_unsynced_marker(bool* present, uint64_t* durable_head) const;
+  Status write_unsynced_marker(uint64_t durable_head);
+  Status remove_unsynced_marker();
   Options options_;
+  bool opened_ = false;  // open() succeeded for serving (not --check)
   DirLock blobs_lock_;
   DirLock index_lock_;
   BlobStore blobs_;

@@ -233,6 +233,65 @@ TEST_CASE("a malformed record among the last batch's cuts it and every record af
   CHECK(report.problems.empty());
 }
 
+TEST_CASE("a SYNC=none store is marked unsynced (durably, from its durable head) while open, and unmarked by a clean stop or a SYNC=always open") {
+  // Recovery after a power cut must know which records and blobs may not be durable.
+  ScratchDir dir;
+  const std::string marker = dir.index_dir() + "/" + kUnsyncedMarker;
+  {
+    Store store;
+    std::vector<std::string> warnings = open_store(store, dir, SyncMode::None);
+    CHECK(slurp(marker) == "0\n");
+    commit_range(store, 1, 3);
+  }
+  CHECK(::access(marker.c_str(), F_OK) != 0);  // a clean stop synced everything
+  {
+    Store store;
+    std::vector<std::string> warnings = open_store(store, dir, SyncMode::None);
+    CHECK(slurp(marker) == "0\n");  // fewer than kMaxBatchEntries records: all may be unsynced
+    commit_range(store, 4, 4);
+  }
+  std::ofstream(marker, std::ios::trunc) << "2\n";  // as a crash of a run would leave it
+  {
+    Store store;
+    std::vector<std::string> warnings = open_store(store, dir, SyncMode::None);
+    CHECK(slurp(marker) == "2\n");  // still unsynced from where the crashed run began
+  }
+  std::ofstream(marker, std::ios::trunc) << "2\n";
+  Store store;
+  std::vector<std::string> warnings = open_store(store, dir, SyncMode::Always);
+  CHECK(::access(marker.c_str(), F_OK) != 0);  // SYNC=always made it all durable
+  CHECK(store.head() == 4);
+}
+
+TEST_CASE("after a SYNC=none run that did not stop cleanly, recovery cuts from the first record after its durable head whose blob is missing or damaged") {
+  // Under SYNC=none a power cut can lose a blob and keep records after the one naming it.
+  ScratchDir dir;
+  const std::string marker = dir.index_dir() + "/" + kUnsyncedMarker;
+  {
+    Store store;
+    std::vector<std::string> warnings = open_store(store, dir);
+    commit_range(store, 1, 2);  // SYNC=always: durable
+  }
+  {
+    Store store;
+    std::vector<std::string> warnings = open_store(store, dir, SyncMode::None);
+    commit_range(store, 3, 3);
+    commit_range(store, 4, 4);
+    commit_range(store, 5, 5);
+  }
+  std::ofstream(marker, std::ios::trunc) << "2\n";  // the SYNC=none run crashed after entry 5
+  std::string h4 = sha256_hex(entry_text(4));
+  std::ofstream(dir.blobs() + "/" + h4.substr(0, 2) + "/" + h4.substr(2), std::ios::trunc) << "";
+  Store store;
+  std::vector<std::string> warnings = open_store(store, dir, SyncMode::None);
+  CHECK(store.head() == 3);
+  CHECK(contains(warnings, "cut 2 unconfirmed record(s)"));
+  CHECK(contains(warnings, "entry 4 names a missing or damaged blob"));
+  CheckReport report;
+  store.check(&report);
+  CHECK(report.problems.empty());
+}
+
 TEST_CASE("trailing records whose blob is missing or damaged are cut") {
   ScratchDir dir;
   {
