@@ -7,6 +7,8 @@
 // CRASH_STATE_DIR where they are written (default /dev/shm: the states need no real disk).
 // Each exploration prints "<workload>, <mode>: T trace points, N states, M violations"; the
 // run ends with "N passed, M failed".
+#include <iomanip>
+
 #include "crash_workloads.hpp"
 
 using namespace crash;
@@ -249,6 +251,104 @@ Recorder& concurrent(Recorder& r, const std::string& sync) {
   return r;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Proof that the checker can fail: the trace with syncs left out must show violations.
+
+// A sync's call with its hashes shortened: "fsync(blobs/<hash>)".
+std::string shape(const std::string& what) {
+  std::string out;
+  for (size_t i = 0; i < what.size();) {
+    size_t j = i;
+    while (j < what.size() && std::isxdigit(static_cast<unsigned char>(what[j]))) j++;
+    if (j - i >= 2 && (j == what.size() || what[j] == ')' || what[j] == '.') && i > 0 && what[i - 1] == '/') {
+      out += "<hash>";
+      i = j;
+    } else {
+      out += what[i++];
+    }
+  }
+  return out.substr(0, out.find("..."));
+}
+
+// Whether a promise can rest on the dropped syncs alone: not if a later sync that covers all
+// they cover (a syncfs of the same file system, or a sync of the same file) comes before the
+// server next tells a client of an entry, nor if an earlier one did and nothing changed since.
+std::string covered_by(const std::vector<Event>& ev, const std::set<size_t>& dropped) {
+  auto covers = [&](const Event& a, const Event& b) {
+    return a.is_sync() && ((a.ino < 0 && (a.fs < 0 || a.fs == b.fs)) || (a.ino >= 0 && a.ino == b.ino));
+  };
+  auto promise = [](const Event& e) { return e.kind == Event::Kind::Send && e.bytes.find("\"index\":") != std::string::npos; };
+  auto covers_all = [&](size_t j) {
+    for (size_t k : dropped)
+      if (!covers(ev[j], ev[k]) || ev[j].phase != ev[k].phase) return false;
+    return true;
+  };
+  for (size_t j = *dropped.rbegin() + 1; j < ev.size() && !promise(ev[j]); j++)
+    if (!dropped.count(j) && covers_all(j)) return "the next " + ev[j].what + " covers it before any entry is promised";
+  for (size_t j = *dropped.begin(); j-- > 0;) {
+    if (ev[j].kind != Event::Kind::Close && ev[j].kind != Event::Kind::Send && !ev[j].is_sync()) break;
+    if (covers_all(j)) return "the " + ev[j].what + " just before it covered it already";
+  }
+  return {};
+}
+
+// Explores `rec` once per sync of its SYNC=always runs left out (and once without all the
+// startup syncs of each such run): each must show a violation unless covered_by() explains why
+// it cannot. In the slice, one sync of each shape per batch position.
+void prove_syncs_needed(Recorder& r) {
+  const Recording& rec = r.recording();
+  std::vector<Event> ev = events_of(r, rec);
+  struct Drop {
+    std::set<size_t> events;
+    std::string label, covered;
+  };
+  std::vector<Drop> drops;
+  std::set<std::string> shapes;
+  std::vector<bool> served(rec.phases.size(), false);  // a phase has sent to a client
+  std::map<size_t, std::set<size_t>> startup;          // phase -> its syncs before serving
+  std::map<std::string, int> since_send;               // shape -> count since the last send
+  for (size_t k = 0; k < ev.size(); k++) {
+    const Event& e = ev[k];
+    if (e.kind == Event::Kind::Send) {
+      served[e.phase] = true;
+      since_send.clear();
+      continue;
+    }
+    if (!e.is_sync() || rec.phases[e.phase].sync != "always") continue;
+    if (!served[e.phase]) {
+      startup[e.phase].insert(k);
+      continue;
+    }
+    int nth = ++since_send[shape(e.what)];
+    if (!full() && !shapes.insert(shape(e.what) + " #" + std::to_string(nth)).second) continue;
+    drops.push_back({{k}, "without " + e.what + (nth > 1 ? " #" + std::to_string(nth) + " of its batch" : "") +
+                              " (server run " + std::to_string(e.phase + 1) + ")", covered_by(ev, {k})});
+  }
+  for (const auto& [phase, ks] : startup)
+    drops.push_back({ks, "without the " + std::to_string(ks.size()) + " startup sync(s) of server run " +
+                             std::to_string(phase + 1), covered_by(ev, ks)});
+  REQUIRE(!drops.empty());
+  for (const auto& d : drops) {
+    ExploreOptions o = options();
+    o.dropped = d.events;
+    o.from_event = *d.events.begin();
+    o.stop_at_violation = true;
+    o.max_states = full() ? 1500 : 400;
+    Tally t = explore(rec, ev, o);
+    std::ostringstream line;
+    line << "[crash-states] " << rec.name << ", " << rec.mode << ", " << d.label << ": " << t.states << " states, "
+         << t.violations << " violations";
+    bool ok = d.covered.empty() ? t.violations > 0 : true;
+    if (!d.covered.empty()) line << " (needs none: " << d.covered << ")";
+    else if (t.violations == 0) line << " -- NOT CAUGHT";
+    std::cout << line.str() << ", " << std::fixed << std::setprecision(1) << t.seconds << " s" << std::endl;
+    if (t.violations > 0 && !t.examples.empty()) std::cout << "    first: " << t.examples.front() << std::endl;
+    INFO(d.label);
+    CHECK_MESSAGE(ok, "the explorer found no violation with a sync left out that nothing else covers");
+    (ok ? summary.passed : summary.failed)++;
+  }
+}
+
 }  // namespace
 
 TEST_CASE("crash states: single writes one at a time, SYNC=always") {
@@ -294,4 +394,17 @@ TEST_CASE("crash states: concurrent writers and a reader, SYNC=always") {
 TEST_CASE("crash states: concurrent writers and a reader, SYNC=none") {
   Recorder r("concurrent writers and a reader", "SYNC=none");
   explore_and_expect_none(concurrent(r, "none"));
+}
+
+TEST_CASE("sync removal: without any one sync of the commit path, a crash state violates a promise (single writes)") {
+  Recorder r("single writes", "SYNC=always");
+  prove_syncs_needed(single_writes(r, "always"));
+}
+TEST_CASE("sync removal: without any one sync of the syncfs path, a crash state violates a promise (batches of 8+ new blobs)") {
+  Recorder r("batches of 8+ new blobs", "SYNC=always");
+  prove_syncs_needed(big_batches(r, "always"));
+}
+TEST_CASE("sync removal: without the startup syncs of a SYNC=always server, an entry stored under SYNC=none and confirmed again can be lost") {
+  Recorder r("the same entry twice", "SYNC=none, then SYNC=always");
+  prove_syncs_needed(same_entry_twice(r));
 }

@@ -49,7 +49,7 @@ struct Event {
   std::string path, path2;
   bool dir = false;
   crashfs::Ino ino = -1;
-  int fs = 0;           // Sync: the file system of syncfs; Create of a directory: its own
+  int fs = 0;           // Sync: the file system synced, or the synced file's; Create of a directory: its own
   uint64_t offset = 0, size = 0;
   std::string bytes;
   uint64_t began = 0;  // Sync: the model's seq() when it began
@@ -488,8 +488,8 @@ class TraceReader {
         need(1);
         auto f = file_of(c.tid, a[0]);
         if (!f) return;
-        if (n == "syncfs") e.fs = model_.fs_of(f->ino);
-        else e.ino = f->ino;
+        e.fs = model_.fs_of(f->ino);
+        if (n != "syncfs") e.ino = f->ino;
       }
       emit(std::move(e), c);
       return;

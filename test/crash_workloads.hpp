@@ -84,12 +84,44 @@ inline std::string inject_at_write(const std::string& trace, const std::string& 
   return chosen;
 }
 
+// Where recordings and crash states are written: CRASH_STATE_DIR, else /dev/shm (neither needs a
+// real disk, and nothing left dirty there slows another test's syncs), else TMPDIR or /tmp.
+inline std::string scratch_base() {
+  const char* dir = std::getenv("CRASH_STATE_DIR");
+  if (dir && *dir) return dir;
+  if (dur::exists("/dev/shm")) return "/dev/shm";
+  const char* tmp = std::getenv("TMPDIR");
+  return tmp && *tmp ? tmp : "/tmp";
+}
+
+// A fresh directory under scratch_base(), removed with its contents at destruction.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string pattern = scratch_base() + "/tcp-log-server-crash.XXXXXX";
+    std::vector<char> buf(pattern.begin(), pattern.end());
+    buf.push_back('\0');
+    REQUIRE_MESSAGE(::mkdtemp(buf.data()), "mkdtemp " << pattern << ": " << std::strerror(errno));
+    path_ = std::filesystem::canonical(buf.data()).string();
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 // Records one workload. Runs happen in a fresh directory whose `data` subdirectory (the root)
 // holds BLOBS and LEVELDB.
 class Recorder {
  public:
   Recorder(std::string name, std::string mode) {
-    base_ = std::filesystem::canonical(dir_.path()).string();
+    base_ = dir_.path();
     rec_.name = std::move(name);
     rec_.mode = std::move(mode);
     rec_.root = base_ + "/data";
@@ -145,8 +177,7 @@ class Recorder {
     std::set<std::string> distinct;
     for (const auto& [id, bytes] : rec_.entry_of_id) distinct.insert(bytes);
     rec_.recovery.rewrites.assign(distinct.begin(), distinct.end());
-    const char* base = std::getenv("CRASH_STATE_DIR");
-    rec_.recovery.base_dir = base && *base ? base : (dur::exists("/dev/shm") ? "/dev/shm" : "/tmp");
+    rec_.recovery.base_dir = scratch_base();
     return rec_;
   }
   // The file system of a directory under the root: 0 for the root's, others numbered.
@@ -165,7 +196,7 @@ class Recorder {
     REQUIRE_MESSAGE(!s.empty(), "strace is needed (make check-deps installs it)");
     return s;
   }
-  harness::TempDir dir_;
+  ScratchDir dir_;
   std::string base_;
   Recording rec_;
   dev_t root_dev_ = 0;
