@@ -143,9 +143,11 @@ inline std::string describe(const std::vector<crashfs::Unit>& units, const std::
 
 }  // namespace detail
 
-// Violations of `p` in recovery `r`; counts lost SYNC=none promises into *lost.
+// Violations of `p` in recovery `r`; *lost is how many entries promised by a SYNC=none server
+// (confirmed or sent to a reader) are missing or changed.
 inline std::vector<std::string> judge(const Recording& rec, const Promises& p, const Recovery& r, size_t* lost) {
   std::vector<std::string> out = r.problems;
+  std::set<uint64_t> lost_entries;
   *lost = 0;
   if (!r.started) return out;
   auto check = [&](const std::map<uint64_t, Promise>& promised) {
@@ -153,7 +155,7 @@ inline std::vector<std::string> judge(const Recording& rec, const Promises& p, c
       const bool there = i <= r.log.size() && r.log[i - 1] && *r.log[i - 1] == promise.bytes;
       if (there) continue;
       if (!promise.durable) {
-        (*lost)++;
+        lost_entries.insert(i);
         continue;
       }
       out.push_back("entry " + std::to_string(i) + " (" + promise.how + ") " +
@@ -163,6 +165,7 @@ inline std::vector<std::string> judge(const Recording& rec, const Promises& p, c
   };
   check(p.confirmed);
   check(p.seen);
+  *lost = lost_entries.size();
   std::set<std::string> known;
   for (const auto& [id, bytes] : rec.entry_of_id) known.insert(bytes);
   for (const auto& [i, bytes] : rec.before) known.insert(bytes);
@@ -263,20 +266,40 @@ inline Tally explore(const Recording& rec, const std::vector<Event>& events, con
     if (tally.examples.size() < 5) tally.examples.push_back("while recording: " + v);
   tally.violations += promises.now().live_violations.size();
 
-  // Which distinct trees to recover: all, or the structured ones first up to the budget.
+  // Which distinct trees to recover: all; or, within the budget, the same share of every trace
+  // point (round robin over the points, each point's structured states first).
   std::vector<std::string> order;
-  for (const auto& [hash, t] : tier) order.push_back(hash);
   dur::Rng pick(rec.name + rec.mode + "pick");
-  std::shuffle(order.begin(), order.end(), pick.gen());
   if (o.stop_at_violation) {  // nearest the dropped sync first: the likeliest to fail
-    std::map<std::string, size_t> first_point;
-    for (size_t i = 0; i < points.size(); i++)
-      for (const auto& s : points[i].states) first_point.emplace(s.first, i);
-    std::stable_sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) {
-      return first_point[a] < first_point[b];
-    });
+    std::set<std::string> taken;
+    for (const auto& point : points)
+      for (const auto& s : point.states)
+        if (taken.insert(s.first).second) order.push_back(s.first);
+  } else if (!o.max_states || tier.size() <= o.max_states) {
+    for (const auto& [hash, t] : tier) order.push_back(hash);
   } else {
-    std::stable_sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) { return tier[a] < tier[b]; });
+    std::vector<std::vector<std::string>> per_point;
+    for (const auto& point : points) {
+      std::vector<std::string> hashes;
+      for (const auto& s : point.states) hashes.push_back(s.first);
+      std::shuffle(hashes.begin(), hashes.end(), pick.gen());
+      std::stable_sort(hashes.begin(), hashes.end(), [&](const std::string& a, const std::string& b) { return tier[a] < tier[b]; });
+      per_point.push_back(std::move(hashes));
+    }
+    std::vector<size_t> visit(per_point.size());
+    for (size_t i = 0; i < visit.size(); i++) visit[i] = i;
+    std::shuffle(visit.begin(), visit.end(), pick.gen());
+    std::set<std::string> taken;
+    for (size_t round = 0; order.size() < o.max_states; round++) {
+      bool any = false;
+      for (size_t i : visit) {
+        if (round >= per_point[i].size()) continue;
+        any = true;
+        if (taken.insert(per_point[i][round]).second) order.push_back(per_point[i][round]);
+        if (order.size() == o.max_states) break;
+      }
+      if (!any) break;
+    }
   }
   if (o.max_states && order.size() > o.max_states) order.resize(o.max_states);
 

@@ -34,7 +34,7 @@ ExploreOptions options() {
     o.exhaustive = 64;
     o.samples = 4;
     o.cap = 4;
-    o.max_states = static_cast<size_t>(dur::env_long("CRASH_MAX_STATES", 150));
+    o.max_states = static_cast<size_t>(dur::env_long("CRASH_MAX_STATES", 400));
   }
   return o;
 }
