@@ -531,13 +531,14 @@ Status Store::open(const Options& options, std::vector<std::string>* warnings) {
   if (!s.ok()) return s;
   if (options.sync == SyncMode::None) {
     // From here on nothing is synced until a clean stop: say so durably first, and from where,
-    // so that recovery after a power cut checks every record and blob this run may write.
-    // A marker already there (a SYNC=none run that did not stop cleanly) keeps its head.
-    if (!unsynced_run) {
-      uint64_t head = index_.head();
-      s = write_unsynced_marker(head > kMaxBatchEntries ? head - kMaxBatchEntries : 0);
-      if (!s.ok()) return s;
-    }
+    // so that recovery after a power cut checks every record and blob this run may write. After
+    // a SYNC=always run, all but its last append is durable. After a SYNC=none run that did not
+    // stop cleanly, what recovery just checked is made durable, so that the next recovery need
+    // not check it again; if that sync fails, the old marker stays and it will.
+    uint64_t head = index_.head();
+    if (!unsynced_run) s = write_unsynced_marker(head > kMaxBatchEntries ? head - kMaxBatchEntries : 0);
+    else if (sync_both_file_systems().ok()) s = write_unsynced_marker(head);
+    if (!s.ok()) return s;
     opened_ = true;
     return Status::Ok();
   }

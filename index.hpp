@@ -179,7 +179,7 @@ class Store {
   // Node.js server's: a CURRENT or MANIFEST-* file) and no index file (README, "Moving from
   // the Node.js server").
   // Then, under SYNC=always, makes all it found durable; under SYNC=none, writes the
-  // UNSYNCED marker (durably) unless one is there.
+  // UNSYNCED marker (durably), after making all it found durable if a marker was there.
   Status open(const Options& options, std::vector<std::string>* warnings);
   uint64_t head() const { return index_.head(); }
   // Makes entries head()+1 .. head()+hashes.size() part of the log, in this order: each new

@@ -144,6 +144,28 @@ Recorder& same_entry_twice(Recorder& r) {
   return r;
 }
 
+// A SYNC=none server killed (its UNSYNCED marker left behind), restarted with SYNC=none: recovery
+// checks what the first run wrote, syncs it and moves the marker on; more writes; a clean stop
+// syncs everything and removes the marker.
+Recorder& none_killed_and_restarted(Recorder& r) {
+  r.run("none", [&](int port) {
+    Client c(port);
+    for (int i = 0; i < 3; i++) REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("first-" + std::to_string(i), 40 + i, 30 * i))})[0]));
+    for (const auto& reply : send_batch(c, {noted(r, entry_write("first-3", 43, 600)), noted(r, entry_write("first-4", 44, 5))}))
+      REQUIRE(confirmed(reply));
+  }, SIGKILL);
+  r.run("none", [&](int port) {
+    Client reader(port);
+    reader.send_line("{\"from\":1}");
+    follow_to(reader, 5);
+    Client c(port);
+    for (int i = 5; i < 7; i++) REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("second-" + std::to_string(i), 40 + i, 20))})[0]));
+    follow_to(reader, 7);
+  });
+  r.finish("none");
+  return r;
+}
+
 // A write that fails (ENOSPC from strace) and its retry: once on the batch's first write to a
 // file (a blob), once on its last (the index append). Batches 2 and 4 fail; 3 and 5 retry them.
 Recorder& enospc_then_retry(Recorder& r, const std::string& sync) {
@@ -370,6 +392,10 @@ TEST_CASE("crash states: batches of 8+ new blobs, SYNC=none") {
 TEST_CASE("crash states: the same entry stored under SYNC=none, then written again to a SYNC=always server") {
   Recorder r("the same entry twice", "SYNC=none, then SYNC=always");
   explore_and_expect_none(same_entry_twice(r));
+}
+TEST_CASE("crash states: a SYNC=none server killed, then restarted with SYNC=none") {
+  Recorder r("SYNC=none killed and restarted", "SYNC=none");
+  explore_and_expect_none(none_killed_and_restarted(r));
 }
 TEST_CASE("crash states: ENOSPC on a blob write and on an index append, each retried, SYNC=always") {
   Recorder r("ENOSPC then retry", "SYNC=always");
