@@ -141,6 +141,89 @@ inline std::string describe(const std::vector<crashfs::Unit>& units, const std::
   return out.empty() ? "every unsynced change kept (what a process crash leaves)" : out;
 }
 
+// The fate combinations to try at one trace point, each with its tier (0: structured,
+// 1: random): every combination when there are at most o.exhaustive; else all kept, all lost,
+// each unit's every fate against all kept and against all lost, and o.samples random ones.
+inline std::vector<std::pair<std::vector<size_t>, int>> choices(const std::vector<crashfs::Unit>& units,
+                                                                const ExploreOptions& o, dur::Rng& rng) {
+  std::set<std::vector<size_t>> seen;
+  std::vector<std::pair<std::vector<size_t>, int>> out;
+  auto add = [&](std::vector<size_t> f, int t) {
+    if (seen.insert(f).second) out.emplace_back(std::move(f), t);
+  };
+  std::vector<size_t> kept(units.size()), lost(units.size(), 0);
+  size_t product = 1;
+  for (size_t u = 0; u < units.size(); u++) {
+    kept[u] = units[u].fates() - 1;
+    product = std::min<size_t>(product * units[u].fates(), o.exhaustive + 1);
+  }
+  add(kept, 0);
+  add(lost, 0);
+  if (product <= o.exhaustive) {
+    std::vector<size_t> f(units.size(), 0);
+    for (;;) {
+      add(f, 0);
+      size_t u = 0;
+      while (u < units.size() && ++f[u] == units[u].fates()) f[u++] = 0;
+      if (u == units.size()) return out;
+    }
+  }
+  for (size_t u = 0; u < units.size(); u++)
+    for (size_t v = 0; v + 1 < units[u].fates(); v++) {
+      auto a = kept, b = lost;
+      a[u] = v;
+      b[u] = v + 1;
+      add(a, 0);
+      add(b, 0);
+    }
+  for (size_t n = 0; n < o.samples; n++) {
+    std::vector<size_t> f(units.size());
+    for (size_t u = 0; u < units.size(); u++) f[u] = rng.below(units[u].fates());
+    add(f, 1);
+  }
+  return out;
+}
+
+// Which distinct trees to recover, in order: for a sync-removal run, those of the points nearest
+// the dropped sync first; else all, or, within o.max_states, the same share of every trace point
+// (round robin over the points, each point's structured states first).
+inline std::vector<std::string> to_recover(const Recording& rec, const std::vector<Point>& points,
+                                           const std::map<std::string, int>& tier, const ExploreOptions& o) {
+  std::vector<std::string> order;
+  std::set<std::string> taken;
+  if (o.stop_at_violation || !o.max_states || tier.size() <= o.max_states) {
+    for (const auto& point : points)
+      for (const auto& s : point.states)
+        if (taken.insert(s.first).second) order.push_back(s.first);
+  } else {
+    dur::Rng pick(rec.name + rec.mode + "pick");
+    std::vector<std::vector<std::string>> per_point;
+    for (const auto& point : points) {
+      std::vector<std::string> hashes;
+      for (const auto& s : point.states) hashes.push_back(s.first);
+      std::shuffle(hashes.begin(), hashes.end(), pick.gen());
+      std::stable_sort(hashes.begin(), hashes.end(),
+                       [&](const std::string& a, const std::string& b) { return tier.at(a) < tier.at(b); });
+      per_point.push_back(std::move(hashes));
+    }
+    std::vector<size_t> visit(per_point.size());
+    for (size_t i = 0; i < visit.size(); i++) visit[i] = i;
+    std::shuffle(visit.begin(), visit.end(), pick.gen());
+    for (size_t round = 0; order.size() < o.max_states; round++) {
+      bool any = false;
+      for (size_t i : visit) {
+        if (round >= per_point[i].size()) continue;
+        any = true;
+        if (taken.insert(per_point[i][round]).second) order.push_back(per_point[i][round]);
+        if (order.size() == o.max_states) break;
+      }
+      if (!any) break;
+    }
+  }
+  if (o.max_states && order.size() > o.max_states) order.resize(o.max_states);
+  return order;
+}
+
 }  // namespace detail
 
 // Violations of `p` in recovery `r`; *lost is how many entries promised by a SYNC=none server
@@ -200,43 +283,8 @@ inline Tally explore(const Recording& rec, const std::vector<Event>& events, con
         } else {
           uint64_t seed = crashfs::mix(o.seed, rec.name + rec.mode + std::to_string(k));
           std::vector<crashfs::Unit> units = model.units(seed, o.cap);
-          std::set<std::vector<size_t>> choices;
-          std::vector<std::pair<std::vector<size_t>, int>> ordered;
-          auto add = [&](std::vector<size_t> f, int t) {
-            if (choices.insert(f).second) ordered.emplace_back(std::move(f), t);
-          };
-          std::vector<size_t> kept(units.size()), lost(units.size(), 0);
-          size_t product = 1;
-          for (size_t u = 0; u < units.size(); u++) {
-            kept[u] = units[u].fates() - 1;
-            product = std::min<size_t>(product * units[u].fates(), o.exhaustive + 1);
-          }
-          add(kept, 0);
-          add(lost, 0);
-          if (product <= o.exhaustive) {
-            std::vector<size_t> f(units.size(), 0);
-            for (;;) {
-              add(f, 0);
-              size_t u = 0;
-              while (u < units.size() && ++f[u] == units[u].fates()) f[u++] = 0;
-              if (u == units.size()) break;
-            }
-          } else {
-            for (size_t u = 0; u < units.size(); u++)
-              for (size_t v = 0; v + 1 < units[u].fates(); v++) {
-                auto a = kept, b = lost;
-                a[u] = v;
-                b[u] = v + 1;
-                add(a, 0);
-                add(b, 0);
-              }
-            dur::Rng rng(rec.name + rec.mode + std::to_string(seed));
-            for (size_t s = 0; s < o.samples; s++) {
-              std::vector<size_t> f(units.size());
-              for (size_t u = 0; u < units.size(); u++) f[u] = rng.below(units[u].fates());
-              add(f, 1);
-            }
-          }
+          dur::Rng rng(rec.name + rec.mode + std::to_string(seed));
+          auto ordered = detail::choices(units, o, rng);
           for (const auto& [f, t] : ordered) {
             crashfs::Tree tree = model.crash(units, f);
             std::string hash = sha256_hex(crashfs::serialize(tree));
@@ -266,42 +314,7 @@ inline Tally explore(const Recording& rec, const std::vector<Event>& events, con
     if (tally.examples.size() < 5) tally.examples.push_back("while recording: " + v);
   tally.violations += promises.now().live_violations.size();
 
-  // Which distinct trees to recover: all; or, within the budget, the same share of every trace
-  // point (round robin over the points, each point's structured states first).
-  std::vector<std::string> order;
-  dur::Rng pick(rec.name + rec.mode + "pick");
-  if (o.stop_at_violation) {  // nearest the dropped sync first: the likeliest to fail
-    std::set<std::string> taken;
-    for (const auto& point : points)
-      for (const auto& s : point.states)
-        if (taken.insert(s.first).second) order.push_back(s.first);
-  } else if (!o.max_states || tier.size() <= o.max_states) {
-    for (const auto& [hash, t] : tier) order.push_back(hash);
-  } else {
-    std::vector<std::vector<std::string>> per_point;
-    for (const auto& point : points) {
-      std::vector<std::string> hashes;
-      for (const auto& s : point.states) hashes.push_back(s.first);
-      std::shuffle(hashes.begin(), hashes.end(), pick.gen());
-      std::stable_sort(hashes.begin(), hashes.end(), [&](const std::string& a, const std::string& b) { return tier[a] < tier[b]; });
-      per_point.push_back(std::move(hashes));
-    }
-    std::vector<size_t> visit(per_point.size());
-    for (size_t i = 0; i < visit.size(); i++) visit[i] = i;
-    std::shuffle(visit.begin(), visit.end(), pick.gen());
-    std::set<std::string> taken;
-    for (size_t round = 0; order.size() < o.max_states; round++) {
-      bool any = false;
-      for (size_t i : visit) {
-        if (round >= per_point[i].size()) continue;
-        any = true;
-        if (taken.insert(per_point[i][round]).second) order.push_back(per_point[i][round]);
-        if (order.size() == o.max_states) break;
-      }
-      if (!any) break;
-    }
-  }
-  if (o.max_states && order.size() > o.max_states) order.resize(o.max_states);
+  std::vector<std::string> order = detail::to_recover(rec, points, tier, o);
 
   // Recover them, `jobs` at a time.
   std::map<std::string, size_t> slot;
