@@ -8,7 +8,7 @@ PREFIX   ?= /usr/local
 SERVER_OBJS := sha256.o index.o buffer.o crc32c.o journal.o notify.o
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
-.PHONY: all run static test interop migrate migrate-test bench bench-deps crash-soak check-deps clean install uninstall
+.PHONY: all run static test interop migrate migrate-test bench bench-deps crash-soak crash-states check-deps clean install uninstall
 all: tcp-log-server
 
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
@@ -98,6 +98,12 @@ test: tcp-log-server static/tcp-log-server $(TESTS) test/short_write_shim.so
 ROUNDS ?= 300
 crash-soak: tcp-log-server test/durability_test
 	ROUNDS=$(ROUNDS) sh test/crash_soak.sh
+
+# Every crash state of the commit path under the persistence model (test/fs_model.hpp), recovered
+# by the real server: the whole exploration (make test runs a bounded slice). TCP_LOG_SERVER=path
+# explores another binary (or a wrapper script that execs it); SEED=<n> replays a run.
+crash-states: tcp-log-server test/crash_states_test
+	CRASH_STATES=full ./test/crash_states_test
 
 # Write and read throughput over loopback; figures in the README's Performance section.
 bench: tcp-log-server bench-deps

@@ -200,18 +200,36 @@ std::string BlobStore::path_of(std::string_view hex) const {
   return path;
 }
 
-Status BlobStore::exists(std::string_view hex, bool* found) const {
-  if (!suspect_.empty() && suspect_.count(std::string(hex))) {
-    *found = false;
-    return Status::Ok();
-  }
+Status BlobStore::holds(std::string_view hex, std::string_view bytes, bool* whole) const {
+  *whole = false;
+  if (!suspect_.empty() && suspect_.count(std::string(hex))) return Status::Ok();
   std::string path = path_of(hex);
   struct stat st;
-  *found = ::stat(path.c_str(), &st) == 0;
-  // Only "no such file" (or "hh is not a directory") means absent: a blob that is there but
-  // cannot be looked at must not be rewritten, as a failed batch removes the blobs it wrote.
-  if (!*found && errno != ENOENT && errno != ENOTDIR)
-    return Status::Errno("cannot look up blob", path, errno);
+  if (::stat(path.c_str(), &st) != 0) {
+    // Only "no such file" (or "hh is not a directory") means absent: a blob that is there but
+    // cannot be looked at must not be rewritten, as a failed batch removes the blobs it wrote.
+    if (errno != ENOENT && errno != ENOTDIR) return Status::Errno("cannot look up blob", path, errno);
+    return Status::Ok();
+  }
+  // A power cut can leave a name whose bytes never reached the disk (empty, zeros, a torn
+  // prefix): compare before trusting it, or a new confirmation would rest on a damaged file.
+  if (static_cast<uint64_t>(st.st_size) != bytes.size()) return Status::Ok();
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::Errno("cannot open blob", path, errno);
+  std::string stored(bytes.size(), '\0');
+  size_t got = 0;
+  while (got < stored.size()) {
+    ssize_t n = ::pread(fd, &stored[got], stored.size() - got, static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = n < 0 ? errno : EIO;
+      ::close(fd);
+      return Status::Errno("cannot read blob", path, err);
+    }
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  *whole = stored == bytes;
   return Status::Ok();
 }
 
@@ -505,12 +523,46 @@ Status Store::open(const Options& options, std::vector<std::string>* warnings) {
   s = index_.open(options.index_dir, options.check_only, warnings);
   if (!s.ok()) return s;
   if (options.check_only) return Status::Ok();
-  s = recover_tail(warnings);
-  if (!s.ok() || options.sync == SyncMode::None) return s;
+  uint64_t durable_head = 0;
+  bool unsynced_run = false;
+  s = read_unsynced_marker(&unsynced_run, &durable_head);
+  if (!s.ok()) return s;
+  s = recover_tail(unsynced_run, durable_head, warnings);
+  if (!s.ok()) return s;
+  if (options.sync == SyncMode::None) {
+    // From here on nothing is synced until a clean stop: say so durably first, and from where,
+    // so that recovery after a power cut checks every record and blob this run may write. After
+    // a SYNC=always run, all but its last append is durable. After a SYNC=none run that did not
+    // stop cleanly, what recovery just checked is made durable, so that the next recovery need
+    // not check it again; if that sync fails, the old marker stays and it will.
+    uint64_t head = index_.head();
+    if (!unsynced_run) s = write_unsynced_marker(head > kMaxBatchEntries ? head - kMaxBatchEntries : 0);
+    else if (sync_both_file_systems().ok()) s = write_unsynced_marker(head);
+    if (!s.ok()) return s;
+    opened_ = true;
+    return Status::Ok();
+  }
   // What the last process wrote may still be only in the page cache: an append it was killed
   // before syncing, or everything, if it ran with SYNC=none. Recovery above read it from there,
   // and readers are about to; under SYNC=always none of it may be shown before it is durable.
-  for (const std::string* dir : {&options.blobs_dir, &options.index_dir}) {
+  s = sync_both_file_systems();
+  if (!s.ok()) return s;
+  if (unsynced_run) s = remove_unsynced_marker();
+  opened_ = s.ok();
+  return s;
+}
+
+Store::~Store() {
+  // A clean stop under SYNC=none makes everything durable, so that the next start need not
+  // check what this run wrote. If a sync fails the marker stays, and it will.
+  if (!opened_ || options_.sync != SyncMode::None) return;
+  if (sync_both_file_systems().ok()) remove_unsynced_marker();
+}
+
+std::string Store::unsynced_marker_path() const { return options_.index_dir + "/" + kUnsyncedMarker; }
+
+Status Store::sync_both_file_systems() {
+  for (const std::string* dir : {&options_.blobs_dir, &options_.index_dir}) {
     int fd = ::open(dir->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return Status::Errno("cannot open directory", *dir, errno);
     int rc = ::syncfs(fd);
@@ -521,28 +573,102 @@ Status Store::open(const Options& options, std::vector<std::string>* warnings) {
   return Status::Ok();
 }
 
-Status Store::recover_tail(std::vector<std::string>* warnings) {
-  // Only the last append can be unsynced, and an append holds at most kMaxBatchEntries records,
-  // so that is all recovery reads: startup cost does not grow with the log. Records are cut
-  // from the end while they are bad; the first good one ends the scan, so a bad record deeper
-  // in the log is reported to readers rather than "repaired" away with good ones after it.
-  uint64_t head = index_.head();
-  uint64_t lowest = head > kMaxBatchEntries ? head - kMaxBatchEntries + 1 : 1;
+Status Store::read_unsynced_marker(bool* present, uint64_t* durable_head) const {
+  *present = false;
+  *durable_head = 0;
+  std::string path = unsynced_marker_path();
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return Status::Ok();
+    return Status::Errno("cannot open", path, errno);
+  }
+  char buf[32] = {};
+  ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  int err = errno;
+  ::close(fd);
+  if (n < 0) return Status::Errno("cannot read", path, err);
+  *present = true;
+  // Written whole (temp file, sync, rename); anything else counts as "from the start".
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(buf, &end, 10);
+  if (end != buf && *end == '\n') *durable_head = v;
+  return Status::Ok();
+}
+
+Status Store::write_unsynced_marker(uint64_t durable_head) {
+  std::string path = unsynced_marker_path(), tmp = path + ".tmp";
+  std::string text = std::to_string(durable_head) + "\n";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::Errno("cannot create", tmp, errno);
+  int err = write_all(fd, text.data(), text.size());
+  if (err == 0 && ::fdatasync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err != 0) {
+    ::unlink(tmp.c_str());
+    return Status::Errno("cannot write", path, err);
+  }
+  return fsync_path(options_.index_dir);
+}
+
+Status Store::remove_unsynced_marker() {
+  std::string path = unsynced_marker_path();
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return Status::Errno("cannot remove", path, errno);
+  return fsync_path(options_.index_dir);
+}
+
+Status Store::recover_tail(bool unsynced_run, uint64_t durable_head, std::vector<std::string>* warnings) {
+  // Which records a power cut can have left damaged: those of the last append (at most
+  // kMaxBatchEntries), or, after a SYNC=none run that did not stop cleanly, every record it
+  // wrote (those after durable_head) and their blobs. Startup cost does not grow with the log:
+  // only with what the last run left unsynced.
+  const uint64_t head = index_.head();
+  const uint64_t window = head > kMaxBatchEntries ? head - kMaxBatchEntries + 1 : 1;
+  const uint64_t first = unsynced_run ? std::min(window, durable_head + 1) : window;
   uint64_t new_head = head;
-  std::string record, bytes;
-  while (new_head >= lowest && new_head > 0) {
-    Status s = index_.read(new_head, 1, &record);
+  std::string why;
+  // 1. The first bad record among them cuts everything after it (point-in-time recovery): an
+  //    append's pages can reach the disk out of order and leave zeros or garbage before good
+  //    records, and a SYNC=none run's blobs can be lost while records naming them are not.
+  //    None of the records cut was confirmed as durable.
+  std::string records, bytes;
+  std::unordered_set<std::string> verified;  // blobs already read and hashed
+  for (uint64_t at = first; at <= head && new_head == head; at += kMaxBatchEntries) {
+    size_t count = static_cast<size_t>(std::min<uint64_t>(kMaxBatchEntries, head - at + 1));
+    Status s = index_.read(at, count, &records);
     if (!s.ok()) return s;
-    if (valid_record(record) && read_blob(record, &bytes).ok()) break;
+    for (size_t i = 0; i < count; i++) {
+      std::string_view record(records.data() + i * kRecordSize, kRecordSize);
+      if (!valid_record(record)) {
+        new_head = at + i - 1;
+        why = "entry " + std::to_string(at + i) + " is malformed";
+        break;
+      }
+      if (!unsynced_run || at + i <= durable_head || verified.count(std::string(record.substr(0, 64)))) continue;
+      if (!read_blob(record, &bytes).ok()) {
+        new_head = at + i - 1;
+        why = "entry " + std::to_string(at + i) + " names a missing or damaged blob, written by a SYNC=none run that did not stop cleanly";
+        break;
+      }
+      verified.insert(std::string(record.substr(0, 64)));
+    }
+  }
+  // 2. From the end, records whose blob is missing or damaged: the last append's, if its blobs
+  //    were removed again (a failed batch). The first good record ends the scan, so a bad
+  //    record deeper in the log is reported to readers rather than "repaired" away.
+  while (new_head >= window && new_head > 0) {
+    Status s = index_.read(new_head, 1, &records);
+    if (!s.ok()) return s;
+    if (verified.count(records.substr(0, 64)) || (valid_record(records) && read_blob(records, &bytes).ok())) break;
+    if (why.empty()) why = "a malformed record or a missing or damaged blob at the end";
     new_head--;
   }
   if (new_head != head) {
     Status s = index_.truncate(new_head);
     if (!s.ok()) return s;
-    warnings->push_back("cut " + std::to_string(head - new_head) +
-                        " unconfirmed record(s) with a malformed record or a missing or damaged blob "
-                        "from the end of " + index_.path() + ", entries " +
-                        std::to_string(new_head + 1) + ".." + std::to_string(head));
+    warnings->push_back("cut " + std::to_string(head - new_head) + " unconfirmed record(s) from the end of " +
+                        index_.path() + ", entries " + std::to_string(new_head + 1) + ".." +
+                        std::to_string(head) + ": " + why);
   }
   return Status::Ok();
 }
@@ -551,7 +677,7 @@ Status Store::commit(const std::vector<std::string_view>& hashes,
                      const std::vector<std::string_view>& bytes) {
   if (hashes.empty()) return Status::Ok();
   const bool sync = options_.sync == SyncMode::Always;
-  // The blobs to write: not on disk (a blob under its final name is whole) and first in batch.
+  // The blobs to write: not stored whole (absent, or damaged by a power cut) and first in batch.
   std::vector<size_t> fresh;
   std::unordered_set<std::string_view> in_batch;
   std::string records;
@@ -560,7 +686,7 @@ Status Store::commit(const std::vector<std::string_view>& hashes,
   for (size_t i = 0; i < hashes.size() && s.ok(); i++) {
     bool found = false;
     if (in_batch.insert(hashes[i]).second) {
-      s = blobs_.exists(hashes[i], &found);
+      s = blobs_.holds(hashes[i], bytes[i], &found);
       if (s.ok() && !found) fresh.push_back(i);
     }
     records.append(hashes[i]).push_back('\n');

@@ -66,7 +66,9 @@ class DirLock {
 };
 
 // Blob files named by the hash of their bytes. Writes go through BLOBS/tmp and a rename, so a
-// blob under its final name is always whole: "exists" is enough to skip rewriting it.
+// process crash never leaves a partial blob under its final name. A power cut can (a blob
+// renamed without a sync, as SYNC=none does): so a blob is only trusted, and not written again,
+// when its file holds exactly its bytes.
 class BlobStore {
  public:
   ~BlobStore();
@@ -74,8 +76,10 @@ class BlobStore {
   Status open(const std::string& dir, std::vector<std::string>* warnings);
   void set_dir(const std::string& dir) { dir_ = dir; }  // for reading only (--check)
   std::string path_of(std::string_view hex) const;
-  // Whether the blob is stored; an error other than "no such file" is a failure.
-  Status exists(std::string_view hex, bool* found) const;
+  // Whether the blob is stored whole: a file under its name holding exactly `bytes`. A file
+  // with other bytes is damaged, and *whole is false, so that it is written again. An error
+  // other than "no such file" is a failure.
+  Status holds(std::string_view hex, std::string_view bytes, bool* whole) const;
   // A new blob is written in two steps. First to BLOBS/tmp/<hex>, with fdatasync when `sync`
   // (on failure the temp file is removed)...
   Status write_temp(std::string_view hex, std::string_view bytes, bool sync);
@@ -87,7 +91,7 @@ class BlobStore {
   bool can_sync_filesystem() const { return can_sync_filesystem_; }
   Status sync_filesystem();
   // After a batch's blobs: on failure, removes the blobs it created (a name whose sync failed
-  // must not be trusted by "exists"; those that cannot be removed are rewritten next time).
+  // must not be trusted by "holds"; those that cannot be removed are rewritten next time).
   void end_batch(bool committed, const std::vector<std::string_view>& created);
   // fsyncs each directory once.
   static Status sync_dirs(std::vector<std::string>* dirs);
@@ -149,9 +153,19 @@ struct CheckReport {
   std::vector<std::string> problems;  // each with the index it concerns
 };
 
+// LEVELDB/UNSYNCED exists while a SYNC=none server may have written records and blobs that
+// are not durable; it holds the head up to which they were ("<n>\n"). Recovery checks every
+// record after it, and every blob they name.
+constexpr const char* kUnsyncedMarker = "UNSYNCED";
+
 // The whole store. commit() is the one way entries are added.
 class Store {
  public:
+  Store() = default;
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  // Under SYNC=none, makes everything durable and removes the UNSYNCED marker (a clean stop).
+  ~Store();
   struct Options {
     std::string blobs_dir;
     std::string index_dir;
@@ -165,6 +179,8 @@ class Store {
   // and the command that migrates it, when the index directory holds a LevelDB database (the
   // Node.js server's: a CURRENT or MANIFEST-* file) and no index file (README, "Moving from
   // the Node.js server").
+  // Then, under SYNC=always, makes all it found durable; under SYNC=none, writes the
+  // UNSYNCED marker (durably), after making all it found durable if a marker was there.
   Status open(const Options& options, std::vector<std::string>* warnings);
   uint64_t head() const { return index_.head(); }
   // Makes entries head()+1 .. head()+hashes.size() part of the log, in this order: each new
@@ -189,8 +205,14 @@ class Store {
              const std::function<void(uint64_t checked, uint64_t head)>& progress = nullptr) const;
 
  private:
-  Status recover_tail(std::vector<std::string>* warnings);
+  Status recover_tail(bool unsynced_run, uint64_t durable_head, std::vector<std::string>* warnings);
+  Status sync_both_file_systems();
+  std::string unsynced_marker_path() const;
+  Status read_unsynced_marker(bool* present, uint64_t* durable_head) const;
+  Status write_unsynced_marker(uint64_t durable_head);
+  Status remove_unsynced_marker();
   Options options_;
+  bool opened_ = false;  // open() succeeded for serving (not --check)
   DirLock blobs_lock_;
   DirLock index_lock_;
   BlobStore blobs_;

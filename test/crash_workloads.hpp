@@ -1,0 +1,233 @@
+// The workloads the crash-state explorer records: each runs the real server (TCP_LOG_SERVER, a
+// wrapper script that execs it is fine) under strace, drives it with loopback clients, and
+// keeps the trace, what every write was, and how crash states are to be recovered.
+//
+// Recorder: strace -f -X raw -y -xx -s 16 MiB. Chosen over an LD_PRELOAD recorder because it
+// sees system calls, not libc functions: it works for a static binary (make LDFLAGS=-static)
+// and through a wrapper script, misses nothing that bypasses the wrapped functions (syscall(),
+// libc-internal calls), and the same tool injects the ENOSPC faults (-e inject). -y names
+// each descriptor's file, -xx prints every byte as \xNN (nothing to mis-parse), -X raw prints
+// flags as numbers the explorer decodes with <fcntl.h>, and -s is larger than any entry.
+#pragma once
+
+#include <dirent.h>
+
+#include <functional>
+
+#include "crash_explorer.hpp"
+
+namespace crash {
+
+using harness::Client;
+
+// A write whose stored (canonical) form the test knows: {"n":N,"p":"<pad>"}.
+inline dur::Write entry_write(const std::string& id, int n, size_t pad) {
+  dur::Write w;
+  w.id = id;
+  std::string p(pad, static_cast<char>('a' + n % 26));
+  w.canonical = "{\"n\":" + std::to_string(n) + ",\"p\":\"" + p + "\"}";
+  w.line = "{\"id\":\"" + id + "\",\"entry\":{\"p\":\"" + p + "\", \"n\":" + std::to_string(n) + "}}";
+  return w;
+}
+
+inline dur::Write with_id(dur::Write w, const std::string& id) {
+  w.line.replace(w.line.find("\"" + w.id + "\""), w.id.size() + 2, "\"" + id + "\"");
+  w.id = id;
+  return w;
+}
+
+// The tree under `root`, as crashfs sees trees.
+inline crashfs::Tree read_tree(const std::string& root) {
+  crashfs::Tree tree;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
+       it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    crashfs::Entry e;
+    e.path = std::filesystem::relative(it->path(), root).string();
+    e.dir = it->is_directory();
+    if (!e.dir) e.bytes = dur::slurp(it->path().string());
+    tree.push_back(std::move(e));
+  }
+  std::sort(tree.begin(), tree.end(), [](const crashfs::Entry& a, const crashfs::Entry& b) { return a.path < b.path; });
+  return tree;
+}
+
+// The strace inject option that fails, with `error`, the first (or last) write to a file under
+// `root` made while the server worked on batch `batch` (1-based: the calls after the replies
+// to the batches before it and before its own replies), counted as strace counts: per thread.
+inline std::string inject_at_write(const std::string& trace, const std::string& root, size_t batch,
+                                   const std::vector<size_t>& batch_sizes, bool last, const std::string& error) {
+  size_t before = 0;
+  for (size_t b = 0; b + 1 < batch; b++) before += batch_sizes[b];
+  size_t replies = 0;
+  std::map<std::pair<long, std::string>, int> count;
+  std::string chosen;
+  for (const auto& c : strace::parse(trace)) {
+    int n = ++count[{c.tid, c.name}];
+    if (c.name == "sendto" || (c.name == "write" && !c.args.empty() && strace::fd_path(c.args[0]).rfind("socket:", 0) == 0)) {
+      if (!c.args.empty() && c.args.size() >= 2) {
+        std::string data = strace::string_arg(c.args[1]).value_or("");
+        for (size_t at = data.find("{\"id\":"); at != std::string::npos; at = data.find("{\"id\":", at + 1)) replies++;
+      }
+      continue;
+    }
+    if (replies < before) continue;
+    if (replies > before) break;
+    bool write_call = c.name == "write" || c.name == "pwrite64" || c.name == "writev" || c.name == "pwritev";
+    if (!write_call || c.args.empty()) continue;
+    std::string path = strace::fd_path(c.args[0]);
+    if (path.rfind(root + "/", 0) != 0) continue;
+    chosen = "inject=" + c.name + ":error=" + error + ":when=" + std::to_string(n);
+    if (!last) break;
+  }
+  REQUIRE_MESSAGE(!chosen.empty(), "no write to a file in batch " << batch << " of the dry run");
+  return chosen;
+}
+
+// Where recordings and crash states are written: CRASH_STATE_DIR, else /dev/shm (neither needs a
+// real disk, and nothing left dirty there slows another test's syncs), else TMPDIR or /tmp.
+inline std::string scratch_base() {
+  const char* dir = std::getenv("CRASH_STATE_DIR");
+  if (dir && *dir) return dir;
+  if (dur::exists("/dev/shm")) return "/dev/shm";
+  const char* tmp = std::getenv("TMPDIR");
+  return tmp && *tmp ? tmp : "/tmp";
+}
+
+// A fresh directory under scratch_base(), removed with its contents at destruction.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string pattern = scratch_base() + "/tcp-log-server-crash.XXXXXX";
+    std::vector<char> buf(pattern.begin(), pattern.end());
+    buf.push_back('\0');
+    REQUIRE_MESSAGE(::mkdtemp(buf.data()), "mkdtemp " << pattern << ": " << std::strerror(errno));
+    path_ = std::filesystem::canonical(buf.data()).string();
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Records one workload. Runs happen in a fresh directory whose `data` subdirectory (the root)
+// holds BLOBS and LEVELDB.
+class Recorder {
+ public:
+  Recorder(std::string name, std::string mode) {
+    base_ = dir_.path();
+    rec_.name = std::move(name);
+    rec_.mode = std::move(mode);
+    rec_.root = base_ + "/data";
+    std::filesystem::create_directories(rec_.root);
+    struct stat st {};
+    if (::stat(rec_.root.c_str(), &st) == 0) root_dev_ = st.st_dev;
+  }
+  const std::string& root() const { return rec_.root; }
+  std::string blobs() const { return rec_.root + "/" + rec_.recovery.blobs; }
+  std::string leveldb() const { return rec_.root + "/" + rec_.recovery.leveldb; }
+
+  // What the root holds now becomes the durable starting point (as if read after a reboot);
+  // `stored` are the entries it holds.
+  void start_from_here(const std::map<uint64_t, std::string>& stored) {
+    REQUIRE_MESSAGE(rec_.phases.empty(), "the starting point must come before the first recorded run");
+    rec_.initial = read_tree(rec_.root);
+    rec_.before = stored;
+  }
+
+  // Remembers what `w` stores, so that its confirmation can be checked.
+  const dur::Write& note(const dur::Write& w) {
+    rec_.entry_of_id[w.id] = w.canonical;
+    return w;
+  }
+
+  // One recorded server run with SYNC=`sync`: started under strace (with `inject`, strace
+  // -e inject= options), driven by `drive(port)`, stopped with `stop` (SIGTERM, or SIGKILL
+  // for a process crash).
+  void run(const std::string& sync, const std::function<void(int)>& drive, int stop = SIGTERM,
+           const std::vector<std::string>& inject = {}) {
+    std::string trace = base_ + "/trace-" + std::to_string(rec_.phases.size() + 1);
+    std::vector<std::string> wrapper{strace_path(), "-f", "-qq", "-X", "raw", "-y", "-xx", "-s", "16777216",
+                                     "-o", trace, "-e", traced_calls()};
+    for (const auto& i : inject) {
+      wrapper.push_back("-e");
+      wrapper.push_back(i);
+    }
+    dur::Wrapped s(base_, wrapper, {{"PORT", "0"}, {"BLOBS", blobs()}, {"LEVELDB", leveldb()}, {"SYNC", sync}});
+    REQUIRE_MESSAGE(s.start(milliseconds(20000)), "the server did not start under strace: " << harness::detail::tail(s.out() + s.err(), 600));
+    drive(s.port());
+    s.signal_server(stop);
+    auto status = s.wait(milliseconds(20000));
+    REQUIRE_MESSAGE(status.has_value(), "the server under strace did not exit");
+    if (stop == SIGTERM) CHECK_MESSAGE(status == 0, "status " << status.value_or(-1) << ": " << harness::detail::tail(s.out(), 400));
+    rec_.phases.push_back({dur::slurp(trace), sync});
+  }
+  const Recording& recording() const { return rec_; }
+
+  // The recording, ready to explore: crash states are recovered by a server with SYNC=`sync`
+  // and must take every entry of the workload again.
+  Recording finish(const std::string& sync) {
+    rec_.recovery.sync = sync;
+    std::set<std::string> distinct;
+    for (const auto& [id, bytes] : rec_.entry_of_id) distinct.insert(bytes);
+    rec_.recovery.rewrites.assign(distinct.begin(), distinct.end());
+    rec_.recovery.base_dir = scratch_base();
+    return rec_;
+  }
+  // The file system of a directory under the root: 0 for the root's, others numbered.
+  std::function<int(const std::string&)> devices() {
+    return [this](const std::string& path) {
+      struct stat st {};
+      if (::stat(path.c_str(), &st) != 0 || st.st_dev == root_dev_) return 0;
+      auto [it, fresh] = other_devs_.emplace(st.st_dev, static_cast<int>(other_devs_.size()) + 1);
+      return it->second;
+    };
+  }
+
+ private:
+  static std::string strace_path() {
+    std::string s = dur::find_program("strace");
+    REQUIRE_MESSAGE(!s.empty(), "strace is needed (make check-deps installs it)");
+    return s;
+  }
+  ScratchDir dir_;
+  std::string base_;
+  Recording rec_;
+  dev_t root_dev_ = 0;
+  std::map<dev_t, int> other_devs_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Client helpers for the drivers (main thread: assertions allowed).
+
+// Sends `batch` in one send and returns the replies, one per write.
+inline std::vector<std::string> send_batch(Client& c, const std::vector<dur::Write>& batch) {
+  std::string lines;
+  for (const auto& w : batch) lines += w.line + "\n";
+  c.send(lines);
+  return c.read_lines(batch.size(), milliseconds(15000));
+}
+
+inline bool confirmed(const std::string& reply) {
+  return reply.find("\"index\":") != std::string::npos && reply.find("\"error\"") == std::string::npos;
+}
+
+// Reads a stream reader's lines until it has been sent entry `head` (so that the trace holds
+// every entry the server sent it).
+inline void follow_to(Client& reader, uint64_t head) {
+  if (head == 0) return;
+  for (;;) {
+    std::string line = reader.read_line(milliseconds(15000));
+    if (reader.failed()) return;
+    auto index = harness::json_int_field(line, "index");
+    if (index && static_cast<uint64_t>(*index) >= head) return;
+  }
+}
+
+}  // namespace crash
