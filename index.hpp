@@ -6,44 +6,28 @@
 //   BLOBS/tmp/               blobs being written; renamed into place once whole (and synced)
 //   BLOBS/LOCK, LEVELDB/LOCK flock()ed and OFD-locked by the running server; hold its pid as text
 //   LEVELDB/index            record i (1-based) at offset (i-1)*65: 64 lowercase hex digits + '\n'
+//   LEVELDB/journal          the write-ahead journal of SYNC=always (journal.hpp)
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_set>
 #include <vector>
 
-constexpr size_t kRecordSize = 65;
-// Entries made durable by one index append and one sync. Recovery inspects at most this many
-// records at the tail, because only the last, unsynced append can have left garbage there.
-constexpr size_t kMaxBatchEntries = 4096;
-// From this many new blobs in a SYNC=always batch on, two syncfs() calls replace one fdatasync
-// per blob (README, "Durability"); below it, fdatasync keeps a small batch's latency free of
-// other processes' unwritten data on the same file system.
-constexpr size_t kSyncfsMinBlobs = 8;
+#include "journal.hpp"
+#include "status.hpp"
 
-// The result of a store operation: empty when it succeeded, else what failed, where, and why,
-// and what kind of failure it is (LevelDB's Status codes): a reader sends an error in an entry's
-// place only for an entry that is gone (NotFound) or damaged (Corruption); an IOError (EMFILE,
-// ENOMEM, EIO, ...) may pass, so the read is tried again later instead.
-struct Status {
-  enum class Code : uint8_t { IOError, NotFound, Corruption };  // meaningful when !ok()
-  std::string error;
-  Code code = Code::IOError;
-  bool ok() const { return error.empty(); }
-  bool transient() const { return !ok() && code == Code::IOError; }
-  static Status Ok() { return {}; }
-  // "<what> <path>: <strerror(err)>"; NotFound for ENOENT and ENOTDIR, else IOError.
-  static Status Errno(std::string_view what, const std::string& path, int err);
-  static Status Corruption(std::string error) {
-    Status s;
-    s.error = std::move(error);
-    s.code = Code::Corruption;
-    return s;
-  }
-};
+constexpr size_t kRecordSize = 65;
+// Entries of one commit, at most: one index append. Recovery inspects at most this many records
+// at the tail, because only the last append can have left garbage there.
+constexpr size_t kMaxBatchEntries = 4096;
+// The journal's size unless JOURNAL_BYTES says otherwise.
+constexpr uint64_t kDefaultJournalBytes = 64ull * 1024 * 1024;
+
 
 // Whether committed data must reach stable storage before it is confirmed.
 enum class SyncMode { Always, None };
@@ -89,12 +73,15 @@ class BlobStore {
   void remove_temp(std::string_view hex) const;
   // syncfs() on the blobs' file system, where it reports write-back errors (Linux >= 5.8).
   bool can_sync_filesystem() const { return can_sync_filesystem_; }
-  Status sync_filesystem();
+  Status sync_filesystem() const;
+  int dir_fd() const { return dir_fd_; }
   // After a batch's blobs: on failure, removes the blobs it created (a name whose sync failed
   // must not be trusted by "holds"; those that cannot be removed are rewritten next time).
   void end_batch(bool committed, const std::vector<std::string_view>& created);
   // fsyncs each directory once.
   static Status sync_dirs(std::vector<std::string>* dirs);
+  // fsyncs a blob under its final name.
+  Status sync_blob(std::string_view hex) const;
   // Reads a blob and verifies that its bytes hash to its name: NotFound when there is no such
   // blob, Corruption when its bytes do not match its name, IOError when it could not be read.
   Status read(std::string_view hex, std::string* bytes) const;
@@ -126,7 +113,11 @@ class IndexFile {
   // Appends whole records in one write. On any failure the file is cut back to its old size,
   // so it always holds a whole number of records, and head() is unchanged.
   Status append(std::string_view records);
-  Status sync();
+  // fdatasync. Safe from another thread while this one appends.
+  Status sync() const;
+  // Recovery: writes record `index` (replayed from the journal) where it belongs, after the
+  // head if need be (records between the head and it must be written too, in order).
+  Status write_at(uint64_t index, std::string_view record);
   // Reads records first..first+count-1 (1-based, within head) as raw bytes.
   Status read(uint64_t first, size_t count, std::string* records) const;
   // Forgets records past `old_head` after a failed append or sync of `appended_bytes`: cuts the
@@ -150,6 +141,7 @@ struct CheckReport {
   uint64_t entries = 0;
   uint64_t distinct_blobs = 0;
   uint64_t bytes = 0;  // of the distinct blobs
+  uint64_t journal_records = 0;  // the next start replays them (a stop that was not clean)
   std::vector<std::string> problems;  // each with the index it concerns
 };
 
@@ -159,12 +151,19 @@ struct CheckReport {
 constexpr const char* kUnsyncedMarker = "UNSYNCED";
 
 // The whole store. commit() is the one way entries are added.
+//
+// With SYNC=always, a commit appends the batch to the journal and syncs it (one fdatasync),
+// then writes the blobs and the index records without syncing; a checkpoint, in a thread of
+// its own, later makes them durable in bulk (syncfs, or per-file syncs where syncfs does not
+// report write-back errors) and retires the journal side that held them. See README,
+// "Durability".
 class Store {
  public:
-  Store() = default;
+  Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
   // Under SYNC=none, makes everything durable and removes the UNSYNCED marker (a clean stop).
+  // Stops the checkpoint thread (close() is the clean stop under SYNC=always).
   ~Store();
   struct Options {
     std::string blobs_dir;
@@ -172,6 +171,7 @@ class Store {
     SyncMode sync = SyncMode::Always;
     // Open for --check: lock, but create nothing, change nothing, recover nothing.
     bool check_only = false;
+    uint64_t journal_bytes = kDefaultJournalBytes;
   };
   // Locks both directories, opens them and recovers the index tail (see README, "Durability").
   // Recovery notes (cut bytes, cut records, removed temp files) are appended to *warnings.
@@ -179,17 +179,40 @@ class Store {
   // and the command that migrates it, when the index directory holds a LevelDB database (the
   // Node.js server's: a CURRENT or MANIFEST-* file) and no index file (README, "Moving from
   // the Node.js server").
-  // Then, under SYNC=always, makes all it found durable; under SYNC=none, writes the
-  // UNSYNCED marker (durably), after making all it found durable if a marker was there.
+  // Recovery replays the journal (every entry it holds gets its blob and its index record
+  // written again), cuts a bad tail, makes everything durable, and empties the journal. Then,
+  // under SYNC=none, writes the UNSYNCED marker (durably).
   Status open(const Options& options, std::vector<std::string>* warnings);
   uint64_t head() const { return index_.head(); }
-  // Makes entries head()+1 .. head()+hashes.size() part of the log, in this order: each new
-  // blob written to a temp file, synced and renamed; each directory that gained a name synced;
-  // all index records appended in one write; the index synced. Syncs are skipped with
-  // SyncMode::None. On failure no entry of the call is in the log and head() is unchanged.
-  // hashes[i] is the hex name of bytes[i]; at most kMaxBatchEntries entries.
+  // How many of the entries of `bytes`, from the first, commit() can take now: all of them,
+  // but while the journal has no room for them and a checkpoint still runs. With no room, it
+  // may start a checkpoint (which gives the journal room once it finishes).
+  size_t room_for(const std::vector<std::string_view>& bytes);
+  // Makes entries head()+1 .. head()+hashes.size() part of the log. SYNC=always: the journal
+  // append and its sync, then each new blob written to a temp file and renamed, and all index
+  // records appended in one write, without syncs. SYNC=none: the same without the journal.
+  // On failure no entry of the call is in the log and head() is unchanged. hashes[i] is the
+  // hex name of bytes[i]; at most kMaxBatchEntries entries, and room_for() all of them.
   Status commit(const std::vector<std::string_view>& hashes,
                 const std::vector<std::string_view>& bytes);
+  // Checkpoints, under SYNC=always. A descriptor that becomes readable when the checkpoint that
+  // runs in the background has finished (-1 while none runs): then call checkpoint_finished().
+  int checkpoint_fd() const;
+  // Collects the finished checkpoint. If it failed, the store takes no more writes until the
+  // process restarts (writes_refused() says why): a failed sync is never retried and then
+  // trusted, and recovery at the next start writes everything the journal holds again.
+  Status checkpoint_finished();
+  // Whether a checkpoint can start now: the journal's active side holds entries, none runs,
+  // and writes are not refused.
+  bool can_checkpoint() const;
+  // Starts one if it can (after a pause in writes).
+  void checkpoint_if_possible();
+  bool journal_holds_entries() const;
+  // Not empty once writes are refused; says why.
+  const std::string& writes_refused() const { return refused_; }
+  // The clean stop: waits for a running checkpoint, then makes everything durable and empties
+  // the journal, so that the next start replays nothing. An error says what is left to replay.
+  Status close();
   // Reads the hex hashes of entries first..first+count-1.
   Status read_hashes(uint64_t first, size_t count, std::string* records) const {
     return index_.read(first, count, records);
@@ -198,23 +221,38 @@ class Store {
   // (Corruption) or the blob is missing (NotFound) or does not hash to its name (Corruption),
   // or with IOError if it could not be read now.
   Status read_blob(std::string_view record, std::string* bytes) const;
-  // Reads the whole index and every blob it names, verifying each blob against its name. Calls
-  // `progress` (when given) before each entry and once at the end, with the number of entries
-  // checked so far and the head.
+  // Reads the whole index and every blob it names, verifying each blob against its name, and
+  // the journal's records. Calls `progress` (when given) before each entry and once at the end,
+  // with the number of entries checked so far and the head.
   void check(CheckReport* report,
              const std::function<void(uint64_t checked, uint64_t head)>& progress = nullptr) const;
 
  private:
+  struct Checkpointer;  // the checkpoint thread (index.cpp)
   Status recover_tail(bool unsynced_run, uint64_t durable_head, std::vector<std::string>* warnings);
-  Status sync_both_file_systems();
+  Status replay_journal(std::vector<std::string>* warnings, bool* replayed);
+  Status sync_both_file_systems() const;
+  // What a checkpoint does, in either thread: makes durable what the journal side's entries
+  // wrote (`files` and `dirs` are used where syncfs does not report write-back errors).
+  Status make_durable(const std::vector<std::string>& files, const std::vector<std::string>& dirs) const;
+  void start_checkpoint();
   std::string unsynced_marker_path() const;
   Status read_unsynced_marker(bool* present, uint64_t* durable_head) const;
   Status write_unsynced_marker(uint64_t durable_head);
   Status remove_unsynced_marker();
+  bool journaled() const { return options_.sync == SyncMode::Always && journal_.is_open(); }
   Options options_;
   bool opened_ = false;  // open() succeeded for serving (not --check)
   DirLock blobs_lock_;
   DirLock index_lock_;
   BlobStore blobs_;
   IndexFile index_;
+  Journal journal_;
+  std::unique_ptr<Checkpointer> checkpointer_;
+  // Where syncfs does not report write-back errors: the blobs each journal side's entries
+  // created, and the directories that gained names, for the checkpoint to sync one by one.
+  std::vector<std::string> side_blobs_[2];
+  std::set<std::string> side_dirs_[2];
+  bool separate_file_systems_ = false;  // BLOBS and LEVELDB: one syncfs each, or one for both
+  std::string refused_;
 };

@@ -96,14 +96,15 @@ Journal::~Journal() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Status Journal::open(const std::string& dir, uint64_t bytes, bool read_only) {
+Status Journal::open(const std::string& dir, uint64_t bytes, Mode mode) {
   dir_ = dir;
   path_ = dir + "/journal";
   bytes -= bytes % 8192;
   if (bytes < kMinBytes) bytes = kMinBytes;
+  const bool read_only = mode == Mode::ReadOnly;
   fd_ = ::open(path_.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-  if (fd_ < 0 && (errno != ENOENT || read_only)) {
-    if (errno == ENOENT) return Status::Ok();  // --check of a store that never had a journal
+  if (fd_ < 0 && (errno != ENOENT || mode != Mode::Create)) {
+    if (errno == ENOENT) return Status::Ok();  // no journal: nothing to replay
     return Status::Errno("cannot open journal", path_, errno);
   }
   struct stat st {};
@@ -212,13 +213,9 @@ Status Journal::replay(const std::function<Status(const Entry&)>& fn,
       long n = pread_full(fd_, head, sizeof head, at);
       if (n < 0) return Status::Errno("cannot read journal", path_, static_cast<int>(-n));
       const uint64_t length = get32(head + 4);
-      if (get64(head + 8) != generation) {
-        // Unused space (zeros), a record of an earlier generation, or a torn record header.
-        bool zeros = true;
-        for (char c : head) zeros = zeros && c == 0;
-        if (!zeros) ended = "a record that is not of this side's generation";
-        break;
-      }
+      // Unused space (zeros), a record of an earlier generation (left by a reset or a retired
+      // use of the side: the normal end), or a record header torn before its generation.
+      if (get64(head + 8) != generation) break;
       if (length > end - at - kRecordHeaderBytes) {
         ended = "a record longer than the space left";
         break;
@@ -301,12 +298,15 @@ Status Journal::append(const std::vector<Entry>& entries, bool sync) {
     p += record_size(e.bytes.size());
   }
   int err = pwrite_full(fd_, scratch_.data(), total, offset_[active_]);
-  if (err == 0 && sync && ::fdatasync(fd_) != 0) err = errno;
-  if (scratch_.capacity() > (1u << 20)) std::string().swap(scratch_);
+  const bool written = err == 0;
+  if (written && sync && ::fdatasync(fd_) != 0) err = errno;
   if (err != 0) {
-    failed_ = true;
-    return Status::Errno(sync ? "cannot append to and sync journal" : "cannot append to journal", path_, err);
+    std::fill(scratch_.begin(), scratch_.end(), '\0');
+    if (pwrite_full(fd_, scratch_.data(), total, offset_[active_]) != 0) failed_ = true;
+    if (scratch_.capacity() > (1u << 20)) std::string().swap(scratch_);
+    return Status::Errno(written ? "cannot sync journal" : "cannot append to journal", path_, err);
   }
+  if (scratch_.capacity() > (1u << 20)) std::string().swap(scratch_);
   offset_[active_] += total;
   return Status::Ok();
 }

@@ -28,7 +28,7 @@
 #include <string_view>
 #include <vector>
 
-#include "index.hpp"  // Status
+#include "status.hpp"
 
 class Journal {
  public:
@@ -49,10 +49,16 @@ class Journal {
   Journal& operator=(const Journal&) = delete;
   ~Journal();
 
-  // Opens DIR/journal. A missing file, or one of another size, is created anew with `bytes`
-  // (rounded down to a multiple of 8 KiB) of zeros, synced, with a synced directory entry; both
-  // sides start empty. With `read_only` nothing is created or changed (--check).
-  Status open(const std::string& dir, uint64_t bytes, bool read_only);
+  enum class Mode {
+    Create,      // create it when missing (SYNC=always)
+    IfPresent,   // open it only if it is there, to replay it (SYNC=none writes no journal)
+    ReadOnly,    // change nothing (--check)
+  };
+  // Opens DIR/journal. A missing file (with Mode::Create) is created with `bytes` (rounded
+  // down to a multiple of 8 KiB, at least kMinBytes) of zeros, synced, with a synced directory
+  // entry; a file of another size is replayed at its size and recreated by reset().
+  Status open(const std::string& dir, uint64_t bytes, Mode mode);
+  bool is_open() const { return fd_ >= 0; }
   const std::string& path() const { return path_; }
 
   // Recovery: calls `fn` for every record, the older side first, each in order, until a side's
@@ -72,9 +78,11 @@ class Journal {
   uint64_t room() const { return side_start(active_) + side_bytes_ - offset_[active_]; }
 
   // Appends the entries' records to the active side in one write, then (with `sync`) syncs the
-  // file. The records must fit (room()). On failure the journal is failed(): it takes no more
-  // appends, as what reached the disk cannot be known (a failed sync is never retried and then
-  // trusted).
+  // file. The records must fit (room()). On failure the side's end stays where it was and the
+  // records are overwritten with zeros, so that the next append's sync also persists their
+  // erasure, and nothing of the failed batch replays once that sync succeeded (a failed sync is
+  // never retried and then trusted: the next batch writes those pages again). If even the
+  // zeros cannot be written the journal is failed() and takes no more appends.
   Status append(const std::vector<Entry>& entries, bool sync);
   // Takes back the last append (its batch failed after it): its records are overwritten with
   // zeros and synced, and the side's end moves back to `end_before`. On failure, failed().
@@ -86,6 +94,9 @@ class Journal {
   // Checkpoints. A side is free once retired: switch() moves appends to the other side if it
   // is free, and returns the side left behind, which holds records until it is retired.
   bool can_switch() const { return free_[1 - active_]; }
+  int active_side() const { return active_; }
+  // Whether any side holds records that no checkpoint has retired yet.
+  bool holds_records() const { return used() > 0 || (is_open() && !free_[1 - active_]); }
   int switch_sides();
   // Writes `side`'s header with `generation` (from next_generation()) and syncs the file: no
   // record of the side replays after that. Changes nothing in this object, so that another

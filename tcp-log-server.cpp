@@ -89,6 +89,10 @@ constexpr size_t kMarkerCost = 64;  // {"current":true}, {"head":H}, a skipped o
 constexpr int64_t kReadRetryFirstMs = 20;
 constexpr int64_t kReadRetryMaxMs = 1000;
 
+// A checkpoint starts after this long without a commit, if the journal holds entries: the next
+// recovery then replays little, and the journal has room when writes come back.
+constexpr int64_t kCheckpointIdleMs = 1000;
+
 // ---- Memory given back.
 // Committed entries kept in memory for live readers, counting what the cache really costs.
 constexpr size_t kRecentEntriesBytes = 8 * 1024 * 1024;
@@ -135,6 +139,7 @@ struct Config {
   uint64_t max_output_bytes = 64 * 1024 * 1024;
   uint64_t line_timeout_s = 60;  // 0: none
   uint64_t read_retry_s = 30;
+  uint64_t journal_bytes = 0;  // 0: kDefaultJournalBytes, or more for MAX_MESSAGE_BYTES
   bool check = false;
 };
 
@@ -164,6 +169,10 @@ const char* const kUsage =
     "  --read-retry-seconds S  how long a reader waits for an entry that cannot be read now\n"
     "                          (out of descriptors, I/O error) before it gets an error\n"
     "                                                                  [READ_RETRY_SECONDS, default 30]\n"
+    "  --journal-bytes N       size of the write-ahead journal of SYNC=always (LEVELDB/journal)\n"
+    "                                                                  [JOURNAL_BYTES, default 67108864\n"
+    "                                                                    or 4 x (MAX_MESSAGE_BYTES + 4096)\n"
+    "                                                                    if more]\n"
     "  --check                 verify the whole store and exit (refuses to run beside a live server)\n"
     "  --help, --version\n"
     "\n"
@@ -244,6 +253,9 @@ void apply_setting(Config* config, std::string_view name, const std::string& val
   } else if (name == "line-timeout") {
     if (!parse_unsigned(value, 86400, &n)) bad("a number of seconds from 0 to 86400");
     config->line_timeout_s = n;
+  } else if (name == "journal-bytes") {
+    if (!parse_unsigned(value, 1ull << 40, &n) || n < 1) bad("an integer from 1 to 1099511627776");
+    config->journal_bytes = n;
   } else if (name == "read-retry-seconds") {
     if (!parse_unsigned(value, 86400, &n) || n < 1) bad("a number of seconds from 1 to 86400");
     config->read_retry_s = n;
@@ -265,7 +277,8 @@ Config parse_config(int argc, char** argv) {
       {"MAX_INPUT_BYTES", "max-input-bytes"},
       {"MAX_OUTPUT_BYTES", "max-output-bytes"},
       {"LINE_TIMEOUT", "line-timeout"},
-      {"READ_RETRY_SECONDS", "read-retry-seconds"}};
+      {"READ_RETRY_SECONDS", "read-retry-seconds"},
+      {"JOURNAL_BYTES", "journal-bytes"}};
   for (const auto& v : kVars) {
     const char* value = std::getenv(v.env);
     if (value) apply_setting(&config, v.flag, value, v.env);
@@ -275,8 +288,10 @@ Config parse_config(int argc, char** argv) {
                                        "sync",          "log-level",
                                        "max-message-bytes", "max-connections",
                                        "max-input-bytes",   "max-output-bytes",
-                                       "line-timeout",      "read-retry-seconds"};
+                                       "line-timeout",      "read-retry-seconds",
+                                       "journal-bytes"};
   std::string input_source = config.max_input_bytes ? "MAX_INPUT_BYTES" : "";
+  std::string journal_source = config.journal_bytes ? "JOURNAL_BYTES" : "";
   for (int i = 1; i < argc; i++) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -310,6 +325,7 @@ Config parse_config(int argc, char** argv) {
     }
     apply_setting(&config, name, value, "--" + name);
     if (name == "max-input-bytes") input_source = "--max-input-bytes";
+    if (name == "journal-bytes") journal_source = "--journal-bytes";
   }
   // Input budget: a connection must be able to hold one longest line and its "\r\n".
   const uint64_t one_line = config.max_message_bytes + 2;
@@ -318,6 +334,14 @@ Config parse_config(int argc, char** argv) {
   } else if (config.max_input_bytes < one_line) {
     usage_error("invalid " + input_source + " \"" + std::to_string(config.max_input_bytes) +
                 "\": expected at least MAX_MESSAGE_BYTES + 2 (" + std::to_string(one_line) + ")");
+  }
+  // Journal: each of its two sides must hold at least two longest entries.
+  const uint64_t journal_min = 4 * (config.max_message_bytes + 4096);
+  if (config.journal_bytes == 0) {
+    config.journal_bytes = std::max<uint64_t>(kDefaultJournalBytes, journal_min);
+  } else if (config.journal_bytes < journal_min) {
+    usage_error("invalid " + journal_source + " \"" + std::to_string(config.journal_bytes) +
+                "\": expected at least 4 x (MAX_MESSAGE_BYTES + 4096) (" + std::to_string(journal_min) + ")");
   }
   return config;
 }
@@ -698,6 +722,7 @@ struct Connection {
   bool closing = false;       // no more input; close once the replies are out
   bool dead = false;          // to be removed at the end of the pass
   bool refused = false;       // over MAX_CONNECTIONS: gets one error line, is not counted
+  bool waits_for_journal = false;  // a write of it waits for the journal's checkpoint
 
   // The poll set: this connection's slot in it and the events registered there.
   size_t slot = 0;
@@ -773,6 +798,8 @@ class Server {
   void dispatch_lines(Connection& c);
   void dispatch(Connection& c, const Message& m, std::string_view line);
   void commit_batch();
+  void on_checkpoint_finished();
+  void wake_journal_waiters();
   void fill_readers();
   size_t fill_reader(Connection& c, size_t quantum);  // returns the cost of what it did
   void flush(Connection& c);
@@ -832,7 +859,10 @@ class Server {
   size_t partial_lines_ = 0;              // connections with an unfinished line (line_started_ms)
   bool any_dead_ = false;
 
-  std::vector<PendingWrite> batch_;
+  std::vector<PendingWrite> batch_;  // writes dispatched and not yet committed or refused
+  bool journal_full_ = false;        // some of batch_ wait for the journal's checkpoint
+  std::vector<Connection*> waiting_for_journal_;  // with a write line held back meanwhile
+  int64_t last_commit_ms_ = 0;
   RecentEntries recent_{kRecentEntriesBytes};
   json::Document doc_;
   size_t input_bytes_ = 0;   // heap memory of every connection's input buffer
@@ -869,6 +899,7 @@ void on_signal(int) {
 // The fixed slots at the front of the poll set.
 constexpr size_t kSignalSlot = 0;
 constexpr size_t kLogSlot = 1;
+constexpr size_t kCheckpointSlot = 2;
 
 Server::~Server() {
   for (auto& c : connections_)
@@ -890,6 +921,7 @@ bool Server::start(std::string* error) {
   ::sigaction(SIGHUP, &sa, nullptr);
   pollfds_.push_back({signal_pipe_[0], POLLIN, 0});
   pollfds_.push_back({-1, POLLOUT, 0});  // stdout, while log lines wait for it
+  pollfds_.push_back({-1, POLLIN, 0});   // the store's checkpoint, while one runs
   for (Listener& l : listeners_) pollfds_.push_back({l.fd, POLLIN, 0});
   connections_.resize(pollfds_.size());
   first_connection_slot_ = pollfds_.size();
@@ -1081,7 +1113,8 @@ bool Server::output_has_room(const Connection& c) const {
 
 bool Server::can_dispatch(const Connection& c) const {
   // A read's catch-up goes out before the reply to anything sent after the read.
-  return !c.dead && !c.closing && !c.reader.catching_up() && output_has_room(c);
+  return !c.dead && !c.closing && !c.reader.catching_up() && output_has_room(c) &&
+         !c.waits_for_journal;
 }
 
 void Server::dispatch_lines(Connection& c) {
@@ -1101,6 +1134,15 @@ void Server::dispatch_lines(Connection& c) {
     if (!blank) {
       m = classify(doc_, f.line);
       if (m.kind != Message::Kind::Write && c.pending_writes > 0) break;
+      if (m.kind == Message::Kind::Write && journal_full_) {
+        // The journal has no room until its checkpoint finishes: the write waits in the input,
+        // and so does everything after it (TCP holds the peer back).
+        if (!c.waits_for_journal) {
+          c.waits_for_journal = true;
+          waiting_for_journal_.push_back(&c);
+        }
+        break;
+      }
       dispatch(c, m, f.line);
       if (f.line.size() >= kLargeLine) {
         doc_.release_memory();
@@ -1180,20 +1222,29 @@ void Server::commit_batch() {
   if (batch_.empty()) return;
   const uint64_t old_head = store_->head();
   std::vector<std::string_view> hashes, bytes;
-  for (size_t start = 0; start < batch_.size(); start += kMaxBatchEntries) {
-    size_t end = std::min(batch_.size(), start + kMaxBatchEntries);
+  size_t done = 0;  // writes of batch_ answered: committed, or refused
+  while (done < batch_.size()) {
+    size_t end = std::min(batch_.size(), done + kMaxBatchEntries);
     hashes.clear();
     bytes.clear();
-    for (size_t i = start; i < end; i++) {
+    for (size_t i = done; i < end; i++) {
       hashes.push_back(batch_[i].hash);
       bytes.push_back(batch_[i].bytes);
+    }
+    // The journal may take only some of them now: the rest wait for the checkpoint.
+    const size_t room = store_->room_for(bytes);
+    if (room == 0) break;
+    if (room < end - done) {
+      end = done + room;
+      hashes.resize(room);
+      bytes.resize(room);
     }
     uint64_t first = store_->head() + 1;
     Status s = store_->commit(hashes, bytes);
     if (!s.ok())
       g_log.line(kError, "cannot store entries",
-                 Log::Fields().str("error", s.error).num("entries", end - start));
-    for (size_t i = start; i < end; i++) {
+                 Log::Fields().str("error", s.error).num("entries", end - done));
+    for (size_t i = done; i < end; i++) {
       PendingWrite& w = batch_[i];
       Connection& c = *w.connection;
       c.pending_writes--;
@@ -1202,7 +1253,7 @@ void Server::commit_batch() {
       std::string reply = "{\"id\":";
       json::write_string(w.id, &reply);
       if (s.ok()) {
-        const uint64_t index = first + (i - start);
+        const uint64_t index = first + (i - done);
         reply += ",\"index\":";
         reply += std::to_string(index);
         ReadCursor& r = c.reader;
@@ -1217,8 +1268,14 @@ void Server::commit_batch() {
       reply += "}\n";
       if (!c.dead) out.append(reply);
     }
+    done = end;
+    last_commit_ms_ = now_;
   }
-  batch_.clear();
+  batch_.erase(batch_.begin(), batch_.begin() + static_cast<ptrdiff_t>(done));
+  if (!batch_.empty() && !journal_full_)
+    g_log.line(kWarn, "the journal is full until its checkpoint finishes: writes wait",
+               Log::Fields().str("event", "journal-full").num("waiting", batch_.size()));
+  journal_full_ = !batch_.empty();
   // New entries: every reader that was waiting for them can go on.
   if (store_->head() != old_head) {
     for (Connection* c : live_) {
@@ -1227,6 +1284,18 @@ void Server::commit_batch() {
     }
     live_.clear();
   }
+}
+
+// The checkpoint that ran in the background finished: the journal has room again (or, if it
+// failed, every write from now on is refused with the reason).
+void Server::on_checkpoint_finished() {
+  Status s = store_->checkpoint_finished();
+  if (!s.ok())
+    g_log.line(kFatal, "checkpoint failed: no more writes are taken until the server restarts",
+               Log::Fields().str("event", "checkpoint-failed").str("error", s.error));
+  else if (g_log.enabled(kDebug))
+    g_log.line(kDebug, "checkpoint done", Log::Fields().str("event", "checkpoint"));
+  journal_full_ = false;  // commit_batch() tries the waiting writes again in this pass
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1550,9 +1619,21 @@ void Server::evict_input() {
   }
 }
 
+void Server::wake_journal_waiters() {
+  for (Connection* c : waiting_for_journal_) {
+    c->waits_for_journal = false;
+    touch(*c);  // refresh() queues its lines again
+  }
+  waiting_for_journal_.clear();
+}
+
 void Server::sweep() {
   if (!any_dead_) return;
   any_dead_ = false;
+  // Writes of a dead connection that wait for the journal go with it: nobody waits for them.
+  batch_.erase(std::remove_if(batch_.begin(), batch_.end(),
+                              [](const PendingWrite& w) { return w.connection->dead; }),
+               batch_.end());
   // The dead are freed below: first no list may keep them.
   auto drop_dead = [](auto& list) {
     list.erase(std::remove_if(list.begin(), list.end(), [](Connection* c) { return c->dead; }),
@@ -1562,6 +1643,7 @@ void Server::sweep() {
   drop_dead(fill_queue_);
   drop_dead(live_);
   drop_dead(timed_);
+  drop_dead(waiting_for_journal_);
   for (size_t slot = first_connection_slot_; slot < connections_.size();) {
     Connection& c = *connections_[slot];
     if (!c.dead) {
@@ -1587,7 +1669,7 @@ void Server::begin_shutdown() {
   shutting_down_ = true;
   shutdown_deadline_ms_ = now_ + kShutdownFlushMs;
   for (Listener& l : listeners_) ::close(l.fd);
-  for (size_t slot = kLogSlot + 1; slot < first_connection_slot_; slot++) pollfds_[slot].fd = -1;
+  for (size_t slot = kCheckpointSlot + 1; slot < first_connection_slot_; slot++) pollfds_[slot].fd = -1;
   listeners_.clear();
   g_log.line(kInfo, "stopping", Log::Fields().num("connections", open_connections_));
   notify_service_manager("STOPPING=1\nSTATUS=stopping: confirming received writes\n");
@@ -1610,6 +1692,7 @@ int Server::poll_timeout() {
     if (c->retry_at_ms != 0) at(c->retry_at_ms);
   }
   if (shutting_down_) at(now_ + 10);
+  if (store_->can_checkpoint()) at(last_commit_ms_ + kCheckpointIdleMs);
   if (accept_paused_until_ms_ > now_) at(accept_paused_until_ms_);
   if (refused_unlogged_ > 0 || (config_.line_timeout_s > 0 && partial_lines_ > 0) ||
       buffer_peak_ >= input_bytes_ + output_bytes_ + kTrimAfterBytes ||
@@ -1632,6 +1715,8 @@ void Server::handle_events(int ready) {
       if (!shutting_down_) begin_shutdown();
     } else if (slot == kLogSlot) {
       g_log.flush();
+    } else if (slot == kCheckpointSlot) {
+      on_checkpoint_finished();
     } else if (slot < first_connection_slot_) {
       if (!shutting_down_) accept_connections(pollfds_[slot].fd);
     } else {
@@ -1644,9 +1729,10 @@ int Server::run() {
   for (;;) {
     now_ = now_ms();
     const bool accepting = !shutting_down_ && now_ >= accept_paused_until_ms_;
-    for (size_t slot = kLogSlot + 1; slot < first_connection_slot_; slot++)
+    for (size_t slot = kCheckpointSlot + 1; slot < first_connection_slot_; slot++)
       pollfds_[slot].events = accepting ? POLLIN : 0;
     pollfds_[kLogSlot].fd = g_log.waiting_fd();
+    pollfds_[kCheckpointSlot].fd = store_->checkpoint_fd();
     int n = ::poll(pollfds_.data(), pollfds_.size(), poll_timeout());
     if (n < 0 && errno != EINTR) {
       g_log.line(kFatal, "poll failed", Log::Fields().str("error", std::strerror(errno)));
@@ -1667,6 +1753,9 @@ int Server::run() {
     pass_work_.clear();
     if (input_bytes_ > config_.max_input_bytes) evict_input();
     commit_batch();
+    if (!journal_full_ && !waiting_for_journal_.empty()) wake_journal_waiters();
+    // A pause in writes: a checkpoint now keeps the journal short and the next recovery quick.
+    if (now_ - last_commit_ms_ >= kCheckpointIdleMs) store_->checkpoint_if_possible();
     fill_readers();
     // The end of the pass: what changed is flushed and filed for the next one.
     buffer_peak_ = std::max(buffer_peak_, input_bytes_ + output_bytes_);
@@ -1698,6 +1787,7 @@ int Server::run() {
 int run_check(const Config& config) {
   Store store;
   Store::Options options{config.blobs, config.leveldb, config.sync};
+  options.journal_bytes = config.journal_bytes;
   options.check_only = true;
   std::vector<std::string> notes;
   Status s = store.open(options, &notes);
@@ -1722,10 +1812,11 @@ int run_check(const Config& config) {
     store.check(&report);
   }
   for (const std::string& n : notes) report.problems.push_back(n);
-  std::printf("entries: %llu\ndistinct blobs: %llu\nbytes: %llu\nproblems: %zu\n",
+  std::printf("entries: %llu\ndistinct blobs: %llu\nbytes: %llu\njournal records: %llu\nproblems: %zu\n",
               static_cast<unsigned long long>(report.entries),
               static_cast<unsigned long long>(report.distinct_blobs),
-              static_cast<unsigned long long>(report.bytes), report.problems.size());
+              static_cast<unsigned long long>(report.bytes),
+              static_cast<unsigned long long>(report.journal_records), report.problems.size());
   for (const std::string& p : report.problems) std::printf("problem: %s\n", p.c_str());
   return report.problems.empty() ? kExitOk : kExitDamaged;
 }
@@ -1768,7 +1859,9 @@ int main(int argc, char** argv) {
                  Log::Fields().str("event", "notify").str("error", notify_error));
     Store store;
     std::vector<std::string> warnings;
-    Status s = store.open({config.blobs, config.leveldb, config.sync}, &warnings);
+    Store::Options options{config.blobs, config.leveldb, config.sync};
+    options.journal_bytes = config.journal_bytes;
+    Status s = store.open(options, &warnings);
     for (const std::string& w : warnings) g_log.line(kWarn, w, Log::Fields().str("event", "recovery"));
     if (!s.ok()) {
       g_log.line(kFatal, "cannot open the store", Log::Fields().str("error", s.error));
@@ -1781,6 +1874,13 @@ int main(int argc, char** argv) {
         status = kExitFailure;
       } else {
         status = server.run();
+        // The clean stop of the store: what the journal holds is made durable, and it is
+        // emptied. If that fails, the next start writes it all again from the journal.
+        Status closed = store.close();
+        if (!closed.ok()) {
+          g_log.line(kFatal, "cannot stop the store cleanly", Log::Fields().str("error", closed.error));
+          status = kExitFailure;
+        }
       }
     }
   }

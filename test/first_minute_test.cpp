@@ -131,7 +131,7 @@ TEST_CASE("--check prints nothing on stderr when stderr is not a terminal") {
   RunResult r = run_server_binary({"--check"}, {{"BLOBS", dir / "blobs"}, {"LEVELDB", dir / "leveldb"}});
   CHECK(r.status == 0);
   CHECK(r.err == "");
-  CHECK(r.out == "entries: 50\ndistinct blobs: 50\nbytes: 391\nproblems: 0\n");
+  CHECK(r.out == "entries: 50\ndistinct blobs: 50\nbytes: 391\njournal records: 0\nproblems: 0\n");
 }
 
 TEST_CASE("--check on a terminal shows how far it is on stderr, then a summary; the report on stdout is unchanged") {
@@ -140,7 +140,7 @@ TEST_CASE("--check on a terminal shows how far it is on stderr, then a summary; 
   TerminalRun r = run_on_terminal({"--check"}, {{"BLOBS", dir / "blobs"}, {"LEVELDB", dir / "leveldb"}}, dir);
   CAPTURE(r.terminal);
   CHECK(r.status == 0);
-  CHECK(r.out == "entries: 50\ndistinct blobs: 50\nbytes: 391\nproblems: 0\n");
+  CHECK(r.out == "entries: 50\ndistinct blobs: 50\nbytes: 391\njournal records: 0\nproblems: 0\n");
   CHECK(r.terminal.rfind("\rchecking 50 entries\033[K", 0) == 0);
   const size_t summary = r.terminal.rfind("\rchecked 50 entries in ");
   REQUIRE(summary != std::string::npos);

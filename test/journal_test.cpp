@@ -77,7 +77,7 @@ long long size_of(const std::string& path) {
 
 // A journal opened on `dir`, recovered (nothing expected) and reset: ready for appends.
 void open_fresh(Journal& j, const std::string& dir) {
-  Status s = j.open(dir, kBytes, false);
+  Status s = j.open(dir, kBytes, Journal::Mode::Create);
   REQUIRE_MESSAGE(s.ok(), s.error);
   CHECK(replay(j).empty());
   s = j.reset();
@@ -99,7 +99,7 @@ TEST_CASE("journal: created whole at its size, zeros, and records replay in orde
     CHECK(j.used() == 4 * Journal::record_size(7));
   }
   Journal again;
-  REQUIRE(again.open(dir.path(), kBytes, false).ok());
+  REQUIRE(again.open(dir.path(), kBytes, Journal::Mode::Create).ok());
   CHECK(replay(again) == expect);
 }
 
@@ -113,7 +113,7 @@ TEST_CASE("journal: a torn last record is not replayed, and what came before is"
   // The last record lost its last bytes: a crash in the middle of its append.
   overwrite(dir / "journal", torn_at + Journal::record_size(7) - 3, std::string(3, '\0'));
   Journal again;
-  REQUIRE(again.open(dir.path(), kBytes, false).ok());
+  REQUIRE(again.open(dir.path(), kBytes, Journal::Mode::Create).ok());
   std::vector<std::string> notes;
   CHECK(replay(again, &notes) == keep);
   REQUIRE(notes.size() == 1);
@@ -129,7 +129,7 @@ TEST_CASE("journal: a bad record ends its side; nothing after it replays") {
   append(j, 2, 3);
   overwrite(dir / "journal", bad_at + Journal::kRecordHeaderBytes + 2, "X");  // one byte flipped
   Journal again;
-  REQUIRE(again.open(dir.path(), kBytes, false).ok());
+  REQUIRE(again.open(dir.path(), kBytes, Journal::Mode::Create).ok());
   CHECK(replay(again) == keep);
 }
 
@@ -143,7 +143,7 @@ TEST_CASE("journal: after reset nothing replays, and records of an earlier gener
   // checksums, but belong to the side's earlier generation.
   std::vector<Replayed> expect = append(j, 6, 1);
   Journal again;
-  REQUIRE(again.open(dir.path(), kBytes, false).ok());
+  REQUIRE(again.open(dir.path(), kBytes, Journal::Mode::Create).ok());
   CHECK(replay(again) == expect);
 }
 
@@ -158,7 +158,7 @@ TEST_CASE("journal: both sides replay, the older generation first; a retired sid
   std::vector<Replayed> second = append(j, 3, 2);
   {
     Journal crashed;  // a crash before the checkpoint finished: both sides hold records
-    REQUIRE(crashed.open(dir.path(), kBytes, false).ok());
+    REQUIRE(crashed.open(dir.path(), kBytes, Journal::Mode::Create).ok());
     CHECK(replay(crashed) == first + second);
   }
   const uint64_t generation = j.next_generation();
@@ -167,14 +167,14 @@ TEST_CASE("journal: both sides replay, the older generation first; a retired sid
   CHECK(j.can_switch());
   {
     Journal later;
-    REQUIRE(later.open(dir.path(), kBytes, false).ok());
+    REQUIRE(later.open(dir.path(), kBytes, Journal::Mode::Create).ok());
     CHECK(replay(later) == second);
   }
   // The retired side takes appends again once it is switched to, newest generation last.
   j.switch_sides();
   std::vector<Replayed> third = append(j, 5, 1);
   Journal last;
-  REQUIRE(last.open(dir.path(), kBytes, false).ok());
+  REQUIRE(last.open(dir.path(), kBytes, Journal::Mode::Create).ok());
   CHECK(replay(last) == second + third);
 }
 
@@ -189,13 +189,13 @@ TEST_CASE("journal: take_back erases a failed batch's records; later appends tak
   CHECK(j.end() == before);
   {
     Journal crashed;
-    REQUIRE(crashed.open(dir.path(), kBytes, false).ok());
+    REQUIRE(crashed.open(dir.path(), kBytes, Journal::Mode::Create).ok());
     CHECK(replay(crashed) == a);
   }
   // A shorter batch where the erased one was: the erased records must not show after it.
   std::vector<Replayed> b = append(j, 2, 1);
   Journal again;
-  REQUIRE(again.open(dir.path(), kBytes, false).ok());
+  REQUIRE(again.open(dir.path(), kBytes, Journal::Mode::Create).ok());
   CHECK(replay(again) == a + b);
 }
 
@@ -224,7 +224,7 @@ TEST_CASE("journal: a journal of another size is replayed first, then replaced a
     expect = append(j, 1, 2);
   }
   Journal bigger;
-  REQUIRE(bigger.open(dir.path(), 2 * kBytes, false).ok());
+  REQUIRE(bigger.open(dir.path(), 2 * kBytes, Journal::Mode::Create).ok());
   CHECK(size_of(dir / "journal") == static_cast<long long>(kBytes));  // not replaced yet
   CHECK(replay(bigger) == expect);
   REQUIRE(bigger.reset().ok());
@@ -232,14 +232,14 @@ TEST_CASE("journal: a journal of another size is replayed first, then replaced a
   CHECK(replay(bigger).empty());
   std::vector<Replayed> next = append(bigger, 3, 1);
   Journal again;
-  REQUIRE(again.open(dir.path(), 2 * kBytes, false).ok());
+  REQUIRE(again.open(dir.path(), 2 * kBytes, Journal::Mode::Create).ok());
   CHECK(replay(again) == next);
 }
 
 TEST_CASE("journal: read-only open of a store without a journal replays nothing and creates nothing") {
   TempDir dir;
   Journal j;
-  Status s = j.open(dir.path(), kBytes, true);
+  Status s = j.open(dir.path(), kBytes, Journal::Mode::ReadOnly);
   REQUIRE_MESSAGE(s.ok(), s.error);
   CHECK(replay(j).empty());
   CHECK(size_of(dir / "journal") == -1);
