@@ -14,12 +14,12 @@ all: tcp-log-server
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^
 
-tcp-log-server.o: tcp-log-server.cpp json.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp notify.hpp check_progress.hpp
+tcp-log-server.o: tcp-log-server.cpp json.hpp sha256.hpp index.hpp journal.hpp status.hpp buffer.hpp recent_entries.hpp notify.hpp check_progress.hpp
 sha256.o: sha256.cpp sha256.hpp
-index.o: index.cpp index.hpp sha256.hpp
+index.o: index.cpp index.hpp sha256.hpp journal.hpp status.hpp
 buffer.o: buffer.cpp buffer.hpp
 crc32c.o: crc32c.cpp crc32c.hpp
-journal.o: journal.cpp journal.hpp index.hpp crc32c.hpp
+journal.o: journal.cpp journal.hpp status.hpp crc32c.hpp
 notify.o: notify.cpp notify.hpp
 
 run: tcp-log-server
@@ -84,7 +84,7 @@ check-deps:
 test/doctest_main.o: test/doctest_main.cpp | check-deps
 	$(CXX) $(CXXFLAGS) -c -o $@ $<
 
-test/%_test: test/%_test.cpp test/doctest_main.o $(SERVER_OBJS) $(wildcard test/*.hpp) json.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp crc32c.hpp journal.hpp notify.hpp check_progress.hpp | check-deps
+test/%_test: test/%_test.cpp test/doctest_main.o $(SERVER_OBJS) $(wildcard test/*.hpp) json.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp crc32c.hpp journal.hpp status.hpp notify.hpp check_progress.hpp | check-deps
 	$(CXX) $(CXXFLAGS) -I. -o $@ $< test/doctest_main.o $(SERVER_OBJS)
 
 # Preloaded by the fault tests to make one write short (k < n bytes) at a chosen moment.
