@@ -1188,6 +1188,10 @@ TEST_CASE("a bad flag or value exits 64 with one line naming it") {
       {{}, {{"LINE_TIMEOUT", "1.5"}}, "LINE_TIMEOUT"},
       {{"--line-timeout", "86401"}, {}, "line-timeout"},
       {{}, {{"READ_RETRY_SECONDS", "0"}}, "READ_RETRY_SECONDS"},
+      {{}, {{"JOURNAL_BYTES", "lots"}}, "JOURNAL_BYTES"},
+      // Less than 4 x (MAX_MESSAGE_BYTES + 4096): a side could not hold two longest entries.
+      {{"--journal-bytes", "4194304"}, {}, "journal-bytes"},
+      {{}, {{"MAX_MESSAGE_BYTES", "1000"}, {"JOURNAL_BYTES", "20383"}}, "JOURNAL_BYTES"},
   };
   auto lower = [](std::string s) {
     for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
@@ -1211,7 +1215,7 @@ TEST_CASE("--help exits 0 and documents the variables and exit statuses; --versi
   CAPTURE(help.output());
   CHECK(help.status == 0);
   for (const char* word : {"PORT", "HOST", "BLOBS", "LEVELDB", "SYNC", "LOG_LEVEL", "MAX_MESSAGE_BYTES",
-                           "MAX_CONNECTIONS", "MAX_INPUT_BYTES", "MAX_OUTPUT_BYTES", "LINE_TIMEOUT", "READ_RETRY_SECONDS", "64"})
+                           "MAX_CONNECTIONS", "MAX_INPUT_BYTES", "MAX_OUTPUT_BYTES", "LINE_TIMEOUT", "READ_RETRY_SECONDS", "JOURNAL_BYTES", "64"})
     CHECK_MESSAGE(help.output().find(word) != std::string::npos, std::string(word));
   RunResult version = run_server_binary({"--version"});
   CAPTURE(version.output());
