@@ -95,8 +95,9 @@ class Journal {
   // is free, and returns the side left behind, which holds records until it is retired.
   bool can_switch() const { return free_[1 - active_]; }
   int active_side() const { return active_; }
-  // Whether any side holds records that no checkpoint has retired yet.
-  bool holds_records() const { return used() > 0 || (is_open() && !free_[1 - active_]); }
+  // Whether any side holds records that no checkpoint has retired yet, or may: after a failed
+  // append whose records could not be zeroed, they are still there, past the side's end.
+  bool holds_records() const { return failed_ || used() > 0 || (is_open() && !free_[1 - active_]); }
   int switch_sides();
   // Writes `side`'s header with `generation` (from next_generation()) and syncs the file: no
   // record of the side replays after that. Changes nothing in this object, so that another
