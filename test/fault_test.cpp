@@ -1299,6 +1299,40 @@ TEST_CASE("the commit order in a system-call trace matches the one written down,
   }
 }
 
+TEST_CASE("the checkpoint syncs the journal through an open file description of its own: a write-back error reaches the appends' fdatasync and the checkpoint's alike") {
+  // Linux reports a write-back error to each open file description once: two threads syncing
+  // the journal through one descriptor would share that, and the second to sync would get
+  // success for pages that never reached the disk (an append confirmed on nothing, or a side
+  // written again under a header that is not on the disk). Two opens of the journal, each
+  // kept by one thread, keep both told.
+  std::vector<Batch> batches = workload();
+  batches.insert(batches.end() - 1, half_a_side());
+  TempDir dir;
+  std::string trace = dir / "fds.trace";
+  {
+    Wrapped s(dir.path(), recording(trace), server_env(dir.path(), "always"));
+    REQUIRE(s.start());
+    Observed o = drive(s.port(), batches);
+    for (int ok : o.batch) REQUIRE(ok == 1);
+    s.signal_server(SIGTERM);
+    REQUIRE(s.wait(milliseconds(10000)) == 0);
+  }
+  Trace t = read_trace(slurp(trace));
+  std::map<long, int> journal_opens;  // descriptor -> how many openat of the journal returned it
+  std::set<long> main_fds, checkpoint_fds;
+  for (const auto& c : t.calls) {
+    if (c.name == "openat" && c.result >= 0 && is_journal(path_arg(c, 1))) journal_opens[c.result]++;
+    if (c.name != "fdatasync" || !is_journal(path_arg(c))) continue;
+    (c.tid == t.main_tid ? main_fds : checkpoint_fds).insert(static_cast<long>(strace::int_arg(c.args.at(0))));
+  }
+  REQUIRE_MESSAGE(!checkpoint_fds.empty(), "no checkpoint synced the journal");
+  REQUIRE(!main_fds.empty());
+  for (long fd : checkpoint_fds) {
+    CHECK_MESSAGE(!main_fds.count(fd), "the checkpoint thread and the appends sync the journal through descriptor " << fd);
+    CHECK_MESSAGE(journal_opens.count(fd), "descriptor " << fd << " is no open of the journal of its own (a dup shares the description)");
+  }
+}
+
 // =============================================================================================
 // A refused batch retried at once by its client: the retry's confirmation rests on a journal
 // record of its own, synced, holding its bytes.
