@@ -336,6 +336,46 @@ Recorder& enospc_then_retry(Recorder& r, const std::string& sync) {
   return r;
 }
 
+// A checkpoint that fails (EIO injected into its syncfs, the checkpoint thread's third: strace
+// counts per thread, and the loop's own two come at startup), after which every write is
+// refused; SIGTERM exits 1 with the journal left to replay; the next server replays it, syncs,
+// resets, serves every confirmed entry and takes one more write. A failed sync is never retried
+// and then trusted: whatever the failed syncfs did or did not write, the journal covers it.
+Recorder& failed_checkpoint(Recorder& r) {
+  r.run("always", [&](int port) {
+    Client reader(port);
+    reader.send_line("{\"from\":1}");
+    REQUIRE(reader.read_line() == "{\"current\":true}");
+    Client c(port);
+    uint64_t confirmed_writes = 0;
+    bool refused = false;
+    for (int b = 0; b < 20 && !refused; b++) {
+      std::vector<Write> batch;  // two entries of 9 KB: four fill half a side
+      for (int i = 0; i < 2; i++)
+        batch.push_back(noted(r, entry_write("fc-" + std::to_string(b) + "-" + std::to_string(i), 600 + 2 * b + i, 8980)));
+      for (const auto& reply : send_batch(c, batch)) {
+        if (confirmed(reply)) confirmed_writes++;
+        else refused = true;
+      }
+    }
+    // The failure is collected by the loop a moment after the checkpoint's syncfs returned.
+    for (int k = 0; k < 100 && !refused; k++) {
+      std::this_thread::sleep_for(milliseconds(20));
+      auto reply = send_batch(c, {noted(r, entry_write("fc-late-" + std::to_string(k), 800 + k, 10))});
+      if (confirmed(reply[0])) confirmed_writes++;
+      else refused = reply[0].find("a checkpoint could not make the journal's entries durable") != std::string::npos;
+    }
+    REQUIRE_MESSAGE(refused, "no write was refused after the injected checkpoint failure");
+    follow_to(reader, confirmed_writes);
+  }, SIGTERM, {"inject=syncfs:error=EIO:when=3"}, 1);
+  r.run("always", [&](int port) {
+    Client c(port);
+    REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("fc-after", 900, 100))})[0]));
+  });
+  r.finish("always");
+  return r;
+}
+
 // A restart on a store whose index ends with a zeroed record and a torn one (as a power cut
 // leaves it), then more writes. The three entries stored before are promises too.
 Recorder& torn_tail_restart(Recorder& r, const std::string& sync) {
@@ -592,6 +632,10 @@ TEST_CASE("crash states: failed journal append, journal sync, blob write and ind
 TEST_CASE("crash states: failed blob write and index append, each retried, SYNC=none") {
   Recorder r("faults then retry", "SYNC=none");
   explore_and_expect_none(enospc_then_retry(r, "none"));
+}
+TEST_CASE("crash states: a checkpoint whose syncfs fails, writes refused, exit 1, the journal replayed by the next start, SYNC=always") {
+  Recorder r("failed checkpoint, restart", "SYNC=always");
+  explore_and_expect_none(failed_checkpoint(r));
 }
 TEST_CASE("crash states: a restart on a torn tail, then more writes, SYNC=always") {
   Recorder r("torn tail, restart, more writes", "SYNC=always");
