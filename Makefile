@@ -14,7 +14,7 @@ all: tcp-log-server
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^
 
-tcp-log-server.o: tcp-log-server.cpp json.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp
+tcp-log-server.o: tcp-log-server.cpp json.hpp message.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp
 sha256.o: sha256.cpp sha256.hpp
 index.o: index.cpp index.hpp sha256.hpp
 buffer.o: buffer.cpp buffer.hpp
@@ -48,7 +48,7 @@ check-deps:
 test/doctest_main.o: test/doctest_main.cpp | check-deps
 	$(CXX) $(CXXFLAGS) -c -o $@ $<
 
-test/%_test: test/%_test.cpp test/doctest_main.o $(SERVER_OBJS) $(wildcard test/*.hpp) json.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp | check-deps
+test/%_test: test/%_test.cpp test/doctest_main.o $(SERVER_OBJS) $(wildcard test/*.hpp) json.hpp message.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp | check-deps
 	$(CXX) $(CXXFLAGS) -I. -o $@ $< test/doctest_main.o $(SERVER_OBJS)
 
 # Preloaded by the fault tests to make one write short (k < n bytes) at a chosen moment.
