@@ -1,14 +1,17 @@
 # tcp-log-server: one static-friendly binary, its unit tests and its wire tests.
 CXX      ?= g++
 CXXFLAGS ?= -O2 -g
-CXXFLAGS += -std=c++17 -Wall -Wextra
+# WERROR=-Werror turns warnings into errors (CI builds so, with g++ and, for the fuzz targets, clang).
+WERROR   ?=
+CXXFLAGS += -std=c++17 -Wall -Wextra $(WERROR)
 LDFLAGS  ?=
 PREFIX   ?= /usr/local
 
 SERVER_OBJS := sha256.o index.o buffer.o
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
-.PHONY: all run test interop migrate migrate-test bench crash-soak check-deps clean install
+.PHONY: all run test interop migrate migrate-test bench crash-soak check-deps clean install \
+        fuzz fuzz-deps fuzz-replay
 all: tcp-log-server
 
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
@@ -53,9 +56,9 @@ test/%_test: test/%_test.cpp test/doctest_main.o $(SERVER_OBJS) $(wildcard test/
 
 # Preloaded by the fault tests to make one write short (k < n bytes) at a chosen moment.
 test/short_write_shim.so: test/short_write_shim.c
-	$(CC) -O2 -Wall -Wextra -shared -fPIC -o $@ $< -ldl
+	$(CC) -O2 -Wall -Wextra $(WERROR) -shared -fPIC -o $@ $< -ldl
 
-test: tcp-log-server $(TESTS) test/short_write_shim.so
+test: tcp-log-server $(TESTS) test/short_write_shim.so fuzz-replay
 	@set -e; for t in $(TESTS); do echo "== $$t"; ./$$t; done
 
 # Long runs outside CI: ROUNDS kill -9 rounds per SYNC mode (make crash-soak ROUNDS=1000).
@@ -91,5 +94,40 @@ $(INTEROP_DEPS): test/interop/package.json test/interop/package-lock.json
 migrate-test: tcp-log-server $(MIGRATE_DEPS) $(INTEROP_DEPS)
 	cd test/interop && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server npm run --silent test:migrate
 
+# ---- Fuzzing, sanitizers and the model-based test (README, "Fuzzing and sanitizers") ---------
+# The fuzz targets are libFuzzer entry points (AFL++ can drive the same ones). Built with g++,
+# without libFuzzer, each one replays its corpus (seeds and every input that once found a bug)
+# as part of make test; built with clang's libFuzzer, make fuzz runs each for FUZZ_SECONDS.
+FUZZ_TARGETS  := json
+SERVER_SRCS   := tcp-log-server.cpp sha256.cpp index.cpp buffer.cpp
+SERVER_HDRS   := json.hpp message.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp
+fuzz_sources   = fuzz/$(1)_fuzz.cpp $(if $(filter framer,$(1)),buffer.cpp,)$(if $(filter protocol,$(1)),sha256.cpp index.cpp buffer.cpp,)
+FUZZ_DEPS     := $(SERVER_SRCS) $(SERVER_HDRS) fuzz/json_reference.hpp
+
+build/replay/%_fuzz: fuzz/%_fuzz.cpp fuzz/replay_main.cpp $(FUZZ_DEPS)
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) -I. -o $@ $(call fuzz_sources,$*) fuzz/replay_main.cpp -lpthread
+
+fuzz-replay: $(patsubst %,build/replay/%_fuzz,$(FUZZ_TARGETS))
+	@set -e; for t in $(FUZZ_TARGETS); do echo "== fuzz corpus replay: $$t"; ./build/replay/$${t}_fuzz fuzz/corpus/$$t; done
+
+# libFuzzer is in Debian's clang 14: clang-14, and its runtime libraries (-fsanitize=fuzzer's
+# among them) in libclang-rt-14-dev, which clang-14 only recommends.
+FUZZ_CXX   ?= clang++-14
+FUZZ_FLAGS := -std=c++17 -Wall -Wextra $(WERROR) -g -O1 -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+fuzz-deps:
+	$(call need_package,$(FUZZ_CXX),clang-14)
+	$(call need_package,$$($(FUZZ_CXX) -print-runtime-dir)/libclang_rt.fuzzer-x86_64.a,libclang-rt-14-dev)
+
+build/fuzz/%_fuzz: fuzz/%_fuzz.cpp $(FUZZ_DEPS) | fuzz-deps
+	@mkdir -p $(@D)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $(call fuzz_sources,$*) -lpthread
+
+# Each target runs FUZZ_SECONDS (default 3 minutes) from its checked-in corpus; new corpus
+# entries and any crashing input go to a fresh temporary directory, printed at the end.
+FUZZ_SECONDS ?= 180
+fuzz: $(patsubst %,build/fuzz/%_fuzz,$(FUZZ_TARGETS))
+	bash fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 clean:
-	rm -f tcp-log-server *.o test/*.o $(TESTS) test/*.so test/write_bench
+	rm -rf tcp-log-server *.o test/*.o $(TESTS) test/*.so test/write_bench build
