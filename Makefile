@@ -98,7 +98,7 @@ migrate-test: tcp-log-server $(MIGRATE_DEPS) $(INTEROP_DEPS)
 # The fuzz targets are libFuzzer entry points (AFL++ can drive the same ones). Built with g++,
 # without libFuzzer, each one replays its corpus (seeds and every input that once found a bug)
 # as part of make test; built with clang's libFuzzer, make fuzz runs each for FUZZ_SECONDS.
-FUZZ_TARGETS  := json
+FUZZ_TARGETS  := json framer
 SERVER_SRCS   := tcp-log-server.cpp sha256.cpp index.cpp buffer.cpp
 SERVER_HDRS   := json.hpp message.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp
 fuzz_sources   = fuzz/$(1)_fuzz.cpp $(if $(filter framer,$(1)),buffer.cpp,)$(if $(filter protocol,$(1)),sha256.cpp index.cpp buffer.cpp,)
