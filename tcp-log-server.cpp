@@ -798,9 +798,15 @@ void on_signal(int) {
 constexpr size_t kSignalSlot = 0;
 constexpr size_t kLogSlot = 1;
 
+// Gives back every descriptor the server opened, so that a process may run one server after
+// another (the protocol fuzz target runs one per input).
 Server::~Server() {
   for (auto& c : connections_)
     if (c) ::close(c->fd);
+  for (Listener& l : listeners_) ::close(l.fd);  // begin_shutdown() closed them if it ran
+  if (g_signal_write_fd == signal_pipe_[1]) g_signal_write_fd = -1;  // a late signal writes nowhere
+  for (int fd : signal_pipe_)
+    if (fd >= 0) ::close(fd);
 }
 
 bool Server::start(std::string* error) {
