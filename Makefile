@@ -98,11 +98,11 @@ migrate-test: tcp-log-server $(MIGRATE_DEPS) $(INTEROP_DEPS)
 # The fuzz targets are libFuzzer entry points (AFL++ can drive the same ones). Built with g++,
 # without libFuzzer, each one replays its corpus (seeds and every input that once found a bug)
 # as part of make test; built with clang's libFuzzer, make fuzz runs each for FUZZ_SECONDS.
-FUZZ_TARGETS  := json framer
+FUZZ_TARGETS  := json framer protocol
 SERVER_SRCS   := tcp-log-server.cpp sha256.cpp index.cpp buffer.cpp
 SERVER_HDRS   := json.hpp message.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp
 fuzz_sources   = fuzz/$(1)_fuzz.cpp $(if $(filter framer,$(1)),buffer.cpp,)$(if $(filter protocol,$(1)),sha256.cpp index.cpp buffer.cpp,)
-FUZZ_DEPS     := $(SERVER_SRCS) $(SERVER_HDRS) fuzz/json_reference.hpp
+FUZZ_DEPS     := $(SERVER_SRCS) $(SERVER_HDRS) fuzz/json_reference.hpp test/protocol_model.hpp
 
 build/replay/%_fuzz: fuzz/%_fuzz.cpp fuzz/replay_main.cpp $(FUZZ_DEPS)
 	@mkdir -p $(@D)
