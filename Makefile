@@ -11,7 +11,7 @@ SERVER_OBJS := sha256.o index.o buffer.o
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
 .PHONY: all run test interop migrate migrate-test bench crash-soak check-deps clean install \
-        fuzz fuzz-deps fuzz-replay
+        fuzz fuzz-deps fuzz-replay model-test
 all: tcp-log-server
 
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
@@ -128,6 +128,13 @@ build/fuzz/%_fuzz: fuzz/%_fuzz.cpp $(FUZZ_DEPS) | fuzz-deps
 FUZZ_SECONDS ?= 180
 fuzz: $(patsubst %,build/fuzz/%_fuzz,$(FUZZ_TARGETS))
 	bash fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The model-based protocol test at length: MODEL_SEEDS seeds of MODEL_OPS operations each
+# (make test runs 4 seeds of 150); MODEL_SEED=<n> with the same MODEL_OPS replays one seed.
+MODEL_SEEDS ?= 50
+MODEL_OPS   ?= 400
+model-test: tcp-log-server test/model_test
+	MODEL_SEEDS=$(MODEL_SEEDS) MODEL_OPS=$(MODEL_OPS) ./test/model_test
 
 clean:
 	rm -rf tcp-log-server *.o test/*.o $(TESTS) test/*.so test/write_bench build
