@@ -72,8 +72,14 @@ bench: tcp-log-server
 
 # Drop-in checks against the real npm packages (tcp-log-client 4 and 6, pino-pretty, and the
 # Node.js tcp-log-server for byte-identical storage), pinned by test/interop/package-lock.json.
-interop: tcp-log-server
-	cd test/interop && npm ci --no-audit --no-fund && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server npm test
+# It also runs the differential test of our JSON parser against JSON.parse and
+# json-stable-stringify, through test/json_canonical (FUZZ_CORPUS=dir adds a fuzz corpus to it).
+interop: tcp-log-server test/json_canonical
+	cd test/interop && npm ci --no-audit --no-fund && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server \
+	  JSON_CANONICAL=$(CURDIR)/test/json_canonical npm test
+
+test/json_canonical: test/json_canonical.cpp json.hpp
+	$(CXX) $(CXXFLAGS) -I. -o $@ $<
 
 # Moving from the Node.js server (README): make migrate BLOBS=dir LEVELDB=dir [ACCEPT_DAMAGED=1].
 # The variables reach the tool through its environment, so any directory name works unquoted;
@@ -177,4 +183,4 @@ model-test: tcp-log-server test/model_test
 	MODEL_SEEDS=$(MODEL_SEEDS) MODEL_OPS=$(MODEL_OPS) ./test/model_test
 
 clean:
-	rm -rf tcp-log-server *.o test/*.o $(TESTS) test/*.so test/write_bench build
+	rm -rf tcp-log-server *.o test/*.o $(TESTS) test/*.so test/write_bench test/json_canonical build
