@@ -698,6 +698,7 @@ class Server {
   void accept_connections(int listen_fd);
   void on_events(Connection& c, short revents);
   void read_input(Connection& c);
+  void discard_input(Connection& c);  // reads and drops what the peer sent, up to its end
   void dispatch_lines(Connection& c);
   void dispatch(Connection& c, const Message& m, std::string_view line);
   void commit_batch();
@@ -967,8 +968,16 @@ void Server::on_events(Connection& c, short revents) {
     read_input(c);
   } else if ((revents & POLLERR) || (c.output.empty() && !has_line(c))) {
     // Hung up both ways with nothing left to do: without this, poll() would report the hang-up
-    // on every pass.
+    // on every pass. Our replies may still be in the kernel, not yet taken by the peer; input we
+    // will never read (what followed a bad line) would make close() send a reset, which throws
+    // them away. The peer has sent its end, so discarding that input comes to an end.
+    if (!(revents & POLLERR)) discard_input(c);
     c.dead = true;
+  }
+}
+
+void Server::discard_input(Connection& c) {
+  while (::recv(c.fd, scratch_.get(), kReadChunk, MSG_DONTWAIT) > 0) {
   }
 }
 

@@ -297,10 +297,10 @@ class Checker {
     return violation(c, "a line that is no reply of the protocol");
   }
 
-  // The server ended c (end of stream or reset). False if it had no reason to.
-  bool eof(int c) {
+  // The server ended c (end of stream, or a reset if `reset`). False if it had no reason to.
+  bool eof(int c, bool reset = false) {
     Connection& k = connections_[c];
-    k.transcript.push_back("< (end)");
+    k.transcript.push_back(reset ? "< (reset)" : "< (end)");
     k.ended = true;
     if (k.dropped || k.closing || stopping_) return true;
     advance(k);
@@ -722,11 +722,12 @@ class Wire {
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
       // End of stream or reset: the server ended the connection.
+      const bool reset = n < 0 && errno == ECONNRESET;
       s.eof = true;
       ::close(s.fd);
       s.fd = -1;
       if (!s.in.empty()) return fail("an unterminated line at the end of connection " + std::to_string(c) + ": " + shorten(s.in));
-      return checker_->eof(c);
+      return checker_->eof(c, reset);
     }
   }
 
