@@ -593,29 +593,47 @@ class Wire {
 
   // A new connection to 127.0.0.1; its checker id, or -1 (see error()).
   int connect(Clock::time_point deadline) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return fail_io("socket");
-    int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port_));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno != EINPROGRESS) {
-      ::close(fd);
-      return fail_io("connect");
-    }
-    pollfd p{fd, POLLOUT, 0};
-    int error = 0;
-    socklen_t len = sizeof error;
-    if (::poll(&p, 1, millis_left(deadline)) != 1 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0 || error != 0) {
-      ::close(fd);
-      errno = error;
-      return fail_io("connect (in time)");
+    std::string why;
+    const int fd = connect_loopback(port_, deadline, &why);
+    if (fd < 0) {
+      fail(why);
+      return -1;
     }
     const int c = checker_->connect();
     sockets_[c].fd = fd;
     return c;
+  }
+
+  // A non-blocking TCP connection to 127.0.0.1:port, or -1 with *error. Every wait here and
+  // below is bounded, and taken up again when a signal interrupts it (libFuzzer's timers do).
+  static int connect_loopback(int port, Clock::time_point deadline, std::string* error) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      *error = std::string("socket: ") + std::strerror(errno);
+      return -1;
+    }
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int error_code = 0;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno != EINPROGRESS && errno != EINTR) {
+      error_code = errno;
+    } else {
+      pollfd p{fd, POLLOUT, 0};
+      int ready;
+      while ((ready = ::poll(&p, 1, millis_left(deadline))) < 0 && errno == EINTR) {
+      }
+      socklen_t len = sizeof error_code;
+      if (ready != 1) error_code = ETIMEDOUT;
+      else if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error_code, &len) != 0) error_code = errno;
+    }
+    if (error_code == 0) return fd;
+    ::close(fd);
+    *error = std::string("connect: ") + std::strerror(error_code);
+    return -1;
   }
 
   // Sends all of `bytes` on c (the caller has told the checker what they hold), reading what
@@ -630,7 +648,8 @@ class Wire {
         continue;
       }
       if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) return true;  // likewise, seen on reading
-      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return fail_io("send") >= 0;
+      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        return fail(std::string("send: ") + std::strerror(errno));
       if (Clock::now() >= deadline) return fail("the server took no input for too long on connection " + std::to_string(c));
       if (!pump(10, c)) return false;
     }
@@ -731,10 +750,6 @@ class Wire {
     }
   }
 
-  int fail_io(const std::string& what) {
-    fail(what + ": " + std::strerror(errno));
-    return -1;
-  }
   bool fail(const std::string& what) {
     if (error_.empty()) error_ = what;
     return false;
@@ -752,29 +767,27 @@ class Wire {
 inline bool read_log(int port, std::vector<std::string>* log, std::string* error,
                      std::chrono::steady_clock::time_point deadline) {
   log->clear();
-  const int sock = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int sock = Wire::connect_loopback(port, deadline, error);
   if (sock < 0) {
-    *error = std::string("reading the log: socket: ") + std::strerror(errno);
+    *error = "reading the log: " + *error;
     return false;
   }
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   std::string in;
-  bool ok = ::connect(sock, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-            ::send(sock, "{\"from\":1}\n", 11, MSG_NOSIGNAL) == 11 && ::shutdown(sock, SHUT_WR) == 0;
+  // 11 bytes always fit in an empty socket's buffer: one send.
+  bool ok = ::send(sock, "{\"from\":1}\n", 11, MSG_NOSIGNAL) == 11 && ::shutdown(sock, SHUT_WR) == 0;
   if (!ok) *error = std::string("reading the log: ") + std::strerror(errno);
   while (ok) {
     pollfd p{sock, POLLIN, 0};
-    if (::poll(&p, 1, Wire::millis_left(deadline)) != 1) {
+    const int ready = ::poll(&p, 1, Wire::millis_left(deadline));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready != 1) {
       ok = false;
       *error = "reading the log: it did not end in time";
       break;
     }
     char buf[65536];
     const ssize_t n = ::recv(sock, buf, sizeof buf, 0);
-    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n <= 0) break;  // the end (a reset shows as a missing current below)
     in.append(buf, static_cast<size_t>(n));
   }
