@@ -489,8 +489,9 @@ uint64_t env_number(const char* name, uint64_t fallback) {
 
 TEST_CASE("model-based protocol test: seeded random operations on several connections, with restarts, agree with the reference model") {
   // make test runs a slice; make model-test runs it at length (MODEL_SEEDS, MODEL_OPS).
-  const uint64_t first = env_number("MODEL_SEED", 1);
-  const uint64_t seeds = std::getenv("MODEL_SEED") ? 1 : env_number("MODEL_SEEDS", 4);
+  const bool replay = env_number("MODEL_SEED", 0) != 0;
+  const uint64_t first = replay ? env_number("MODEL_SEED", 0) : 1;
+  const uint64_t seeds = replay ? 1 : env_number("MODEL_SEEDS", 4);
   const size_t count = env_number("MODEL_OPS", 150);
   uint64_t operations = 0, lines = 0, restarts = 0;
   for (uint64_t seed = first; seed < first + seeds; ++seed) {
