@@ -838,6 +838,7 @@ void check_commit_order(const std::string& trace, const std::string& sync, const
   std::vector<std::vector<Event>> batches(1);
   bool listening = false;
   int syncfs_calls = 0;  // in the whole trace, startup included
+  bool batch_sent = false;  // the current batch's confirmation is out
   std::istringstream in(trace);
   for (std::string line; std::getline(in, line);) {
     size_t at = line.find_first_not_of("0123456789 ");
@@ -861,8 +862,14 @@ void check_commit_order(const std::string& trace, const std::string& sync, const
       continue;
     }
     if (!listening) continue;
+    // A batch ends with its sends: the writer's confirmation and the readers' entries, in the
+    // order the pass flushes them. The next batch begins at the first other call.
+    if (batch_sent && e.name != "sendto") {
+      batches.emplace_back();
+      batch_sent = false;
+    }
     batches.back().push_back(e);
-    if (e.name == "sendto" && line.find("\\\"id\\\":") != std::string::npos) batches.emplace_back();
+    if (e.name == "sendto" && line.find("\\\"id\\\":") != std::string::npos) batch_sent = true;
   }
   if (!always) CHECK_MESSAGE(syncfs_calls == 0, "syncfs called " << syncfs_calls << " times with SYNC=none");
   const std::string blobs = dir + "/blobs/", tmp = dir + "/blobs/tmp/", index = dir + "/leveldb/index";
