@@ -38,6 +38,7 @@
 #include "check_progress.hpp"
 #include "index.hpp"
 #include "json.hpp"
+#include "message.hpp"
 #include "notify.hpp"
 #include "recent_entries.hpp"
 #include "sha256.hpp"
@@ -732,45 +733,6 @@ struct Connection {
 };
 
 // =============================================================================================
-// Messages: a parsed line, classified
-
-// What a parsed line asks for. Valid JSON that is neither a read nor a write is Invalid.
-struct Message {
-  enum class Kind { NotJson, Invalid, Read, Write };
-  Kind kind = Kind::Invalid;
-  uint64_t from = 0;  // Read
-  uint64_t read = 0;  // Read: 0 streams, K > 0 reads at most K entries then the head
-  long id = -1;       // Write: token of the id string
-  long entry = -1;    // Write: token of the entry object or array
-};
-
-Message classify(json::Document& d, std::string_view line) {
-  Message m;
-  if (!d.parse(line)) {
-    m.kind = Message::Kind::NotJson;
-    return m;
-  }
-  if (d[0].kind != json::Kind::Object) return m;
-  // A read: {"from":N} streams; {"from":N,"read":K} reads at most K entries, then the head.
-  long from = d.find(0, "from");
-  long read = d.find(0, "read");
-  if (from >= 0 && d[from].kind == json::Kind::Number && d.to_uint64(d[from], &m.from) &&
-      (read < 0 || (d[read].kind == json::Kind::Number && d.to_uint64(d[read], &m.read) &&
-                    m.read > 0))) {
-    m.kind = Message::Kind::Read;
-    return m;
-  }
-  // A write: {"id":"non-empty","entry":{...} or [...]}; other keys are ignored.
-  m.id = d.find(0, "id");
-  m.entry = d.find(0, "entry");
-  if (m.id >= 0 && m.entry >= 0 && d[m.id].kind == json::Kind::String &&
-      d[m.id].end - d[m.id].begin > 2 &&  // more than the quotes: not empty
-      (d[m.entry].kind == json::Kind::Object || d[m.entry].kind == json::Kind::Array))
-    m.kind = Message::Kind::Write;
-  return m;
-}
-
-// =============================================================================================
 // The server
 
 // A write accepted in this pass, committed with the others at its end.
@@ -795,6 +757,7 @@ class Server {
   void accept_connections(int listen_fd);
   void on_events(Connection& c, short revents);
   void read_input(Connection& c);
+  void discard_input(Connection& c);  // reads and drops what the peer sent, up to its end
   void dispatch_lines(Connection& c);
   void dispatch(Connection& c, const Message& m, std::string_view line);
   void commit_batch();
@@ -901,9 +864,15 @@ constexpr size_t kSignalSlot = 0;
 constexpr size_t kLogSlot = 1;
 constexpr size_t kCheckpointSlot = 2;
 
+// Gives back every descriptor the server opened, so that a process may run one server after
+// another (the protocol fuzz target runs one per input).
 Server::~Server() {
   for (auto& c : connections_)
     if (c) ::close(c->fd);
+  for (Listener& l : listeners_) ::close(l.fd);  // begin_shutdown() closed them if it ran
+  if (g_signal_write_fd == signal_pipe_[1]) g_signal_write_fd = -1;  // a late signal writes nowhere
+  for (int fd : signal_pipe_)
+    if (fd >= 0) ::close(fd);
 }
 
 bool Server::start(std::string* error) {
@@ -1076,8 +1045,16 @@ void Server::on_events(Connection& c, short revents) {
     read_input(c);
   } else if ((revents & POLLERR) || (c.output.empty() && !has_line(c))) {
     // Hung up both ways with nothing left to do: without this, poll() would report the hang-up
-    // on every pass.
+    // on every pass. Our replies may still be in the kernel, not yet taken by the peer; input we
+    // will never read (what followed a bad line) would make close() send a reset, which throws
+    // them away. The peer has sent its end, so discarding that input comes to an end.
+    if (!(revents & POLLERR)) discard_input(c);
     c.dead = true;
+  }
+}
+
+void Server::discard_input(Connection& c) {
+  while (::recv(c.fd, scratch_.get(), kReadChunk, MSG_DONTWAIT) > 0) {
   }
 }
 

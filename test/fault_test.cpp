@@ -1072,6 +1072,7 @@ void check_commit_order(const std::string& text, const std::string& sync, const 
   std::vector<const strace::Call*> checkpoint;
   bool listening = false;
   int startup_syncfs = 0;
+  bool batch_sent = false;  // the current batch's confirmation is out
   for (const auto& c : t.calls) {
     if (c.tid != t.main_tid) {
       if (c.name != "write") checkpoint.push_back(&c);  // (its write to the loop's pipe aside)
@@ -1083,8 +1084,14 @@ void check_commit_order(const std::string& text, const std::string& sync, const 
       continue;
     }
     if (!listening || c.name == "recvfrom") continue;
+    // A batch ends with its sends: the writer's confirmation and the readers' entries, in the
+    // order the pass flushes them. The next batch begins at the first other call.
+    if (batch_sent && c.name != "sendto") {
+      batches.emplace_back();
+      batch_sent = false;
+    }
     batches.back().push_back(&c);
-    if (is_reply(c)) batches.emplace_back();
+    batch_sent = batch_sent || is_reply(c);
   }
   CHECK_MESSAGE(startup_syncfs == (always ? 2 : 0), "syncfs calls at startup: " << startup_syncfs);
   const auto fresh = new_blobs_per_batch(sent);

@@ -692,6 +692,62 @@ TEST_CASE("half-close after writes: the server confirms them, then closes") {
   CHECK(dump(s.server.port()).size() == 102);
 }
 
+// Found by the protocol fuzz target. After a bad line the server stops reading and closes; the
+// client, like `printf ... | nc -N`, has sent more and its end of input. Closing a socket with
+// unread input sends a reset, and a reset throws away the replies the kernel still holds for the
+// peer. Here the client's small receive window keeps replies in the server's kernel until the
+// server has closed, so a reset would cut them off and the client would read a reset, not the end.
+TEST_CASE("half-close after a bad line and more input: the confirmations before it and the error all arrive, then the end, not a reset") {
+  Fresh s;
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  int small = 4096;
+  REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0);  // before connect: the window
+  timeval bound{static_cast<time_t>(kWait.count() / 1000), 0};
+  REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof bound) == 0);  // a send never hangs
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(s.server.port()));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  // 300 writes (about 8 KB of confirmations, more than the client's window), the bad line, and
+  // more than one read's worth (64 KiB) of input after it, which the server never reads.
+  const int writes = 300;
+  std::string input;
+  for (int i = 1; i <= writes; ++i) input += write_msg("w" + std::to_string(i), numbered(i)) + "\n";
+  input += "{bad}\n";
+  while (input.size() < 100 * 1024) input += write_msg("never", numbered(0)) + "\n";
+  for (size_t sent = 0; sent < input.size();) {
+    const ssize_t n = ::send(fd, input.data() + sent, input.size() - sent, MSG_NOSIGNAL);
+    REQUIRE(n > 0);
+    sent += static_cast<size_t>(n);
+  }
+  REQUIRE(::shutdown(fd, SHUT_WR) == 0);
+  // Read nothing until the server has closed its side: its replies wait in its kernel meanwhile.
+  CHECK(s.server.wait_for_log("\"event\":\"close\"").size() == 1);
+  std::string got;
+  bool reset = false;
+  for (auto deadline = Clock::now() + kWait; Clock::now() < deadline;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) != 1) continue;
+    char buf[65536];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n > 0) {
+      got.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    reset = n < 0 && errno == ECONNRESET;
+    break;
+  }
+  ::close(fd);
+  CHECK_FALSE(reset);
+  const auto lines = detail::complete_lines(got);
+  REQUIRE(lines.size() == writes + 1);
+  CHECK(lines[0] == confirmation("w1", 1));
+  CHECK(lines[writes - 1] == confirmation("w" + std::to_string(writes), writes));
+  CHECK(lines[writes] == kInvalidJson);
+}
+
 TEST_CASE("half-close after a read: the server sends the entries and current, then closes") {
   Fresh s;
   {
