@@ -94,6 +94,14 @@ long pread_full(int fd, char* data, size_t n, uint64_t offset) {
 
 Journal::~Journal() {
   if (fd_ >= 0) ::close(fd_);
+  if (retire_fd_ >= 0) ::close(retire_fd_);
+}
+
+Status Journal::open_retire_fd() {
+  if (retire_fd_ >= 0) ::close(retire_fd_);
+  retire_fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
+  if (retire_fd_ < 0) return Status::Errno("cannot open journal", path_, errno);
+  return Status::Ok();
 }
 
 Status Journal::open(const std::string& dir, uint64_t bytes, Mode mode) {
@@ -124,6 +132,10 @@ Status Journal::open(const std::string& dir, uint64_t bytes, Mode mode) {
     }
   } else {
     side_bytes_ = bytes / 2;
+  }
+  if (!read_only) {
+    Status s = open_retire_fd();
+    if (!s.ok()) return s;
   }
   for (int side = 0; side < 2; side++) {
     bool valid = false;
@@ -183,13 +195,13 @@ Status Journal::read_header(int side, uint64_t* generation, bool* valid) const {
   return Status::Ok();
 }
 
-Status Journal::write_header(int side, uint64_t generation) const {
+Status Journal::write_header(int fd, int side, uint64_t generation) const {
   char h[kHeaderBytes] = {};
   std::memcpy(h, kMagic, 8);
   put64(h + 8, generation);
   put32(h + 16, static_cast<uint32_t>(side));
   put32(h + 20, mask(crc32c(0, h, 20)));
-  int err = pwrite_full(fd_, h, sizeof h, side_start(side));
+  int err = pwrite_full(fd, h, sizeof h, side_start(side));
   if (err != 0) return Status::Errno("cannot write journal header", path_, err);
   return Status::Ok();
 }
@@ -251,11 +263,12 @@ Status Journal::replay(const std::function<Status(const Entry&)>& fn,
 Status Journal::reset() {
   if (recreate_bytes_ != 0) {  // JOURNAL_BYTES changed: the old file is replayed; replace it
     Status s = create(recreate_bytes_);
+    if (s.ok()) s = open_retire_fd();
     if (!s.ok()) return s;
     recreate_bytes_ = 0;
   }
   for (int side = 0; side < 2; side++) {
-    Status s = write_header(side, ++newest_generation_);
+    Status s = write_header(fd_, side, ++newest_generation_);
     if (!s.ok()) return s;
     generation_[side] = newest_generation_;
     offset_[side] = side_start(side) + kHeaderBytes;
@@ -333,8 +346,12 @@ int Journal::switch_sides() {
 }
 
 Status Journal::retire(int side, uint64_t generation) const {
-  Status s = write_header(side, generation);
-  if (s.ok() && ::fdatasync(fd_) != 0) s = Status::Errno("cannot sync journal", path_, errno);
+  // Through a file description of its own: a sync reports a write-back error once per open
+  // file description, so a retire and an append syncing through the same one could each take
+  // the other's error, and one of them would return success for pages that never reached the
+  // disk (an append confirmed on nothing, or a side reused under a header that is not there).
+  Status s = write_header(retire_fd_, side, generation);
+  if (s.ok() && ::fdatasync(retire_fd_) != 0) s = Status::Errno("cannot sync journal", path_, errno);
   return s;
 }
 

@@ -95,13 +95,16 @@ class Journal {
   // is free, and returns the side left behind, which holds records until it is retired.
   bool can_switch() const { return free_[1 - active_]; }
   int active_side() const { return active_; }
-  // Whether any side holds records that no checkpoint has retired yet.
-  bool holds_records() const { return used() > 0 || (is_open() && !free_[1 - active_]); }
+  // Whether any side holds records that no checkpoint has retired yet, or may: after a failed
+  // append whose records could not be zeroed, they are still there, past the side's end.
+  bool holds_records() const { return failed_ || used() > 0 || (is_open() && !free_[1 - active_]); }
   int switch_sides();
   // Writes `side`'s header with `generation` (from next_generation()) and syncs the file: no
   // record of the side replays after that. Changes nothing in this object, so that another
   // thread may call it while the active (other) side takes appends; then the appending thread
-  // calls retired(side, generation), which makes the side free.
+  // calls retired(side, generation), which makes the side free. It writes and syncs through a
+  // descriptor of its own (another open file description), so that a write-back error is
+  // reported to its sync and to the appends' alike.
   Status retire(int side, uint64_t generation) const;
   void retired(int side, uint64_t generation);
   // The generation retire() should give the side being left now.
@@ -111,10 +114,13 @@ class Journal {
   uint64_t side_start(int side) const { return static_cast<uint64_t>(side) * side_bytes_; }
   // Writes a new file of `bytes` zeros through a temp name, syncs it and its directory entry.
   Status create(uint64_t bytes);
-  Status write_header(int side, uint64_t generation) const;
+  Status write_header(int fd, int side, uint64_t generation) const;
+  // Opens retire_fd_ (again, after the file was replaced).
+  Status open_retire_fd();
   Status read_header(int side, uint64_t* generation, bool* valid) const;
 
   int fd_ = -1;
+  int retire_fd_ = -1;  // the same file, opened again for retire(): see there
   std::string path_;
   std::string dir_;
   uint64_t side_bytes_ = 0;

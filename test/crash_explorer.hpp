@@ -20,6 +20,8 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <thread>
 
@@ -259,21 +261,47 @@ inline std::vector<std::string> judge(const Recording& rec, const Promises& p, c
   return out;
 }
 
-inline Tally explore(const Recording& rec, const std::vector<Event>& events, const ExploreOptions& o) {
-  auto t0 = std::chrono::steady_clock::now();
-  Tally tally;
+// Replays `events` through a fresh model and calls `at_point(k, model)` at every trace point k
+// (before event k; k == events.size(): the end) and `applied(e)` after each event applied.
+template <typename AtPoint, typename Applied>
+void replay_model(const Recording& rec, const std::vector<Event>& events, const ExploreOptions& o,
+                  AtPoint&& at_point, Applied&& applied) {
   crashfs::FsModel model(rec.initial);
-  PromiseReader promises(rec);
-  std::vector<detail::Point> points;
-  std::map<std::string, crashfs::Tree> trees;
-  std::map<std::string, int> tier;  // 0: structured, 1: random
-  std::string after = "the start of recording";
-  bool changed = true;
   for (size_t k = 0; k <= events.size(); k++) {
     const bool end = k == events.size();
-    if (end || events[k].trace_point()) {
-      tally.trace_points++;
-      if (k >= o.from_event) {
+    if (end || events[k].trace_point()) at_point(k, model);
+    if (end) break;
+    const Event& e = events[k];
+    if (o.dropped.count(k)) continue;
+    if (!apply(&model, e)) throw std::runtime_error("replay does not fit the model at " + e.what);
+    applied(e);
+  }
+}
+
+inline Tally explore_states(const Recording& rec, const std::vector<Event>& events, const ExploreOptions& o) {
+  auto t0 = std::chrono::steady_clock::now();
+  Tally tally;
+  PromiseReader promises(rec);
+  std::vector<detail::Point> points;
+  std::map<std::string, int> tier;  // 0: structured, 1: random
+  // Where each distinct tree was first met: (point, choice), so that only the trees chosen for
+  // recovery are ever held, built again in a second pass (the model is deterministic). Holding
+  // every tree met would take gigabytes: a crash state holds the whole journal.
+  std::map<std::string, std::pair<size_t, size_t>> origin;
+  std::string after = "the start of recording";
+  bool changed = true;
+  auto seed_at = [&](size_t k) { return crashfs::mix(o.seed, rec.name + rec.mode + std::to_string(k)); };
+  auto choices_at = [&](size_t k, const crashfs::FsModel& model, std::vector<crashfs::Unit>* units) {
+    const uint64_t seed = seed_at(k);
+    *units = model.units(seed, o.cap);
+    dur::Rng rng(rec.name + rec.mode + std::to_string(seed));
+    return detail::choices(*units, o, rng);
+  };
+  replay_model(
+      rec, events, o,
+      [&](size_t k, const crashfs::FsModel& model) {
+        tally.trace_points++;
+        if (k < o.from_event) return;
         detail::Point point;
         point.event = k;
         point.after = after;
@@ -281,17 +309,15 @@ inline Tally explore(const Recording& rec, const std::vector<Event>& events, con
         if (!changed && !points.empty()) {
           point.states = points.back().states;
         } else {
-          uint64_t seed = crashfs::mix(o.seed, rec.name + rec.mode + std::to_string(k));
-          std::vector<crashfs::Unit> units = model.units(seed, o.cap);
-          dur::Rng rng(rec.name + rec.mode + std::to_string(seed));
-          auto ordered = detail::choices(units, o, rng);
-          for (const auto& [f, t] : ordered) {
-            crashfs::Tree tree = model.crash(units, f);
-            std::string hash = sha256_hex(crashfs::serialize(tree));
+          std::vector<crashfs::Unit> units;
+          auto ordered = choices_at(k, model, &units);
+          for (size_t i = 0; i < ordered.size(); i++) {
+            const auto& [f, t] = ordered[i];
+            std::string hash = sha256_hex(crashfs::serialize(model.crash(units, f)));
             auto it = tier.find(hash);
             if (it == tier.end()) {
               tier[hash] = t;
-              trees.emplace(hash, std::move(tree));
+              origin[hash] = {points.size(), i};
             } else {
               it->second = std::min(it->second, t);
             }
@@ -300,48 +326,98 @@ inline Tally explore(const Recording& rec, const std::vector<Event>& events, con
         }
         points.push_back(std::move(point));
         changed = false;
-      }
-    }
-    if (end) break;
-    const Event& e = events[k];
-    if (o.dropped.count(k)) continue;
-    if (!apply(&model, e)) throw std::runtime_error("replay does not fit the model at " + e.what);
-    if (e.kind == Event::Kind::Send) promises.take(e);
-    else if (e.kind != Event::Kind::Close) changed = true;
-    if (e.trace_point()) after = e.what + " (server run " + std::to_string(e.phase + 1) + ")";
-  }
+      },
+      [&](const Event& e) {
+        if (e.kind == Event::Kind::Send) promises.take(e);
+        else if (e.kind != Event::Kind::Close) changed = true;
+        if (e.trace_point()) after = e.what + " (server run " + std::to_string(e.phase + 1) + ")";
+      });
   for (const auto& v : promises.now().live_violations)
     if (tally.examples.size() < 5) tally.examples.push_back("while recording: " + v);
   tally.violations += promises.now().live_violations.size();
 
   std::vector<std::string> order = detail::to_recover(rec, points, tier, o);
 
-  // Recover them, `jobs` at a time.
+  // The chosen trees, built again point by point, are recovered `jobs` at a time as they come
+  // (a bounded queue keeps few of them in memory).
   std::map<std::string, size_t> slot;
   for (size_t i = 0; i < order.size(); i++) slot[order[i]] = i;
+  std::map<size_t, std::vector<std::pair<size_t, std::string>>> build;  // point -> (choice, hash)
+  for (const auto& hash : order) build[origin.at(hash).first].emplace_back(origin.at(hash).second, hash);
   std::vector<std::optional<Recovery>> results(order.size());
   std::map<std::string, std::vector<size_t>> points_of;  // hash -> points that reach it
   for (size_t i = 0; i < points.size(); i++)
     for (const auto& s : points[i].states) points_of[s.first].push_back(i);
-  std::atomic<size_t> next{0};
+  std::deque<std::pair<std::string, crashfs::Tree>> queue;
+  bool produced_all = false;
   std::atomic<bool> stop{false};
   std::mutex mu;
+  std::condition_variable cv;
+  const size_t jobs = std::max<size_t>(1, o.jobs), capacity = 2 * jobs;
   auto worker = [&] {
     for (;;) {
-      size_t i = next++;
-      if (i >= order.size() || stop) return;
-      Recovery r = recover(trees.at(order[i]), rec.recovery);
+      std::pair<std::string, crashfs::Tree> item;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return !queue.empty() || produced_all || stop; });
+        if (queue.empty() || stop) return;
+        item = std::move(queue.front());
+        queue.pop_front();
+      }
+      cv.notify_all();
+      Recovery r = recover(item.second, rec.recovery);
       std::lock_guard<std::mutex> lock(mu);
       if (o.stop_at_violation) {
         size_t lost = 0;
-        for (size_t pi : points_of[order[i]])
+        for (size_t pi : points_of[item.first])
           if (!judge(rec, points[pi].promises, r, &lost).empty()) stop = true;
       }
-      results[i] = std::move(r);
+      results[slot.at(item.first)] = std::move(r);
+      cv.notify_all();
     }
   };
   std::vector<std::thread> threads;
-  for (size_t j = 0; j < std::max<size_t>(1, o.jobs); j++) threads.emplace_back(worker);
+  for (size_t j = 0; j < jobs; j++) threads.emplace_back(worker);
+  size_t point_index = 0;
+  bool changed_again = true;
+  try {
+    replay_model(
+        rec, events, o,
+        [&](size_t k, const crashfs::FsModel& model) {
+          if (k < o.from_event || stop) return;
+          const size_t p = point_index++;
+          const bool fresh = changed_again || p == 0;  // as the first pass decided
+          changed_again = false;
+          auto it = build.find(p);
+          if (it == build.end() || !fresh) return;  // an unchanged point's trees were built before
+          std::vector<crashfs::Unit> units;
+          auto ordered = choices_at(k, model, &units);
+          for (const auto& [choice, hash] : it->second) {
+            crashfs::Tree tree = model.crash(units, ordered.at(choice).first);
+            std::unique_lock<std::mutex> lock(mu);
+            cv.wait(lock, [&] { return queue.size() < capacity || stop; });
+            if (stop) return;
+            queue.emplace_back(hash, std::move(tree));
+            cv.notify_all();
+          }
+        },
+        [&](const Event& e) {
+          if (e.kind != Event::Kind::Send && e.kind != Event::Kind::Close) changed_again = true;
+        });
+  } catch (...) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    for (auto& t : threads) t.join();
+    throw;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    produced_all = true;
+  }
+  cv.notify_all();
   for (auto& t : threads) t.join();
 
   // Judge every (point, state) pair whose state was recovered.
@@ -373,6 +449,84 @@ inline Tally explore(const Recording& rec, const std::vector<Event>& events, con
   tally.distinct = recovered.size();
   tally.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return tally;
+}
+
+// For a sync-removal run: at every trace point from o.from_event on, the state in which every
+// unsynced change is lost (the one a missing sync most surely breaks). That state changes only
+// when a sync returns, so there are few distinct ones: each is recovered once and judged against
+// the promises of every point that reaches it.
+inline Tally sweep_durable_states(const Recording& rec, const std::vector<Event>& events, const ExploreOptions& o) {
+  auto t0 = std::chrono::steady_clock::now();
+  Tally tally;
+  PromiseReader promises(rec);
+  std::string after = "the start of recording";
+  bool synced = true;
+  struct At {
+    std::string hash, after;
+    Promises promises;
+  };
+  std::vector<At> points;
+  std::map<std::string, crashfs::Tree> trees;
+  std::string hash;
+  replay_model(
+      rec, events, o,
+      [&](size_t k, const crashfs::FsModel& model) {
+        tally.trace_points++;
+        if (k < o.from_event) return;
+        if (synced || hash.empty()) {
+          crashfs::Tree tree = model.crash({}, {});
+          hash = sha256_hex(crashfs::serialize(tree));
+          trees.emplace(hash, std::move(tree));
+          synced = false;
+        }
+        points.push_back({hash, after, promises.now()});
+      },
+      [&](const Event& e) {
+        if (e.kind == Event::Kind::Send) promises.take(e);
+        synced = synced || e.is_sync();
+        if (e.trace_point()) after = e.what + " (server run " + std::to_string(e.phase + 1) + ")";
+      });
+  std::vector<std::string> order;
+  for (const auto& [h, tree] : trees) order.push_back(h);
+  std::map<std::string, Recovery> results;
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  auto worker = [&] {
+    for (size_t i; (i = next++) < order.size();) {
+      Recovery r = recover(trees.at(order[i]), rec.recovery);
+      std::lock_guard<std::mutex> lock(mu);
+      results[order[i]] = std::move(r);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t j = 0; j < std::max<size_t>(1, o.jobs); j++) threads.emplace_back(worker);
+  for (auto& t : threads) t.join();
+  for (const auto& p : points) {
+    size_t lost = 0;
+    auto v = judge(rec, p.promises, results.at(p.hash), &lost);
+    tally.states++;
+    if (v.empty()) continue;
+    tally.violations++;
+    if (tally.examples.size() < 5)
+      tally.examples.push_back("crash after " + p.after + "; state: every unsynced change lost\n      -> " + v[0]);
+  }
+  tally.distinct = trees.size();
+  tally.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return tally;
+}
+
+// Explores the crash states of a recording (see the top of this file). With o.stop_at_violation
+// (sync-removal runs), first the state with every unsynced change lost at each point, then, if
+// none violated a promise, the others, until the first violation.
+inline Tally explore(const Recording& rec, const std::vector<Event>& events, const ExploreOptions& o) {
+  if (!o.stop_at_violation) return explore_states(rec, events, o);
+  Tally a = sweep_durable_states(rec, events, o);
+  if (a.violations > 0) return a;
+  Tally b = explore_states(rec, events, o);
+  b.states += a.states;
+  b.distinct += a.distinct;
+  b.seconds += a.seconds;
+  return b;
 }
 
 }  // namespace crash

@@ -54,6 +54,7 @@ struct Event {
   std::string bytes;
   uint64_t began = 0;  // Sync: the model's seq() when it began
   size_t phase = 0;    // which recorded server run
+  long tid = 0;        // the thread that made the call
   std::string what;    // the call, for reports: "fdatasync(leveldb/index)"
   bool trace_point() const { return kind != Kind::Send; }
   bool is_sync() const { return kind == Kind::Sync; }
@@ -246,6 +247,7 @@ class TraceReader {
 
   void emit(Event e, const strace::Call& c) {
     e.phase = phase_;
+    e.tid = c.tid;
     if (e.what.empty()) e.what = c.name + "(" + describe(c) + ")";
     if (!apply(&model_, e))
       throw std::runtime_error("the trace does not fit the model at line " + std::to_string(c.end_line + 1) +

@@ -52,17 +52,24 @@ inline crashfs::Tree read_tree(const std::string& root) {
   return tree;
 }
 
-// The strace inject option that fails, with `error`, the first (or last) write to a file under
-// `root` made while the server worked on batch `batch` (1-based: the calls after the replies
-// to the batches before it and before its own replies), counted as strace counts: per thread.
-inline std::string inject_at_write(const std::string& trace, const std::string& root, size_t batch,
-                                   const std::vector<size_t>& batch_sizes, bool last, const std::string& error) {
+// The strace inject option that fails, with `error`, the first (or last) call that `pick(name,
+// path)` accepts among those made while the server worked on batch `batch` (1-based: the calls
+// after the replies to the batches before it and before its own replies) on a file whose path
+// starts with `root`. Counted as strace counts (per thread), and only calls of the thread that
+// answers clients (the first in the trace): the checkpoint thread's calls are not the batch's,
+// and their timing differs from run to run.
+inline std::string inject_at(const std::string& trace, const std::string& root, size_t batch,
+                             const std::vector<size_t>& batch_sizes,
+                             const std::function<bool(const std::string&, const std::string&)>& pick,
+                             bool last, const std::string& error) {
   size_t before = 0;
   for (size_t b = 0; b + 1 < batch; b++) before += batch_sizes[b];
   size_t replies = 0;
   std::map<std::pair<long, std::string>, int> count;
   std::string chosen;
-  for (const auto& c : strace::parse(trace)) {
+  const auto calls = strace::parse(trace);
+  const long main_tid = calls.empty() ? 0 : calls.front().tid;
+  for (const auto& c : calls) {
     int n = ++count[{c.tid, c.name}];
     if (c.name == "sendto" || (c.name == "write" && !c.args.empty() && strace::fd_path(c.args[0]).rfind("socket:", 0) == 0)) {
       if (!c.args.empty() && c.args.size() >= 2) {
@@ -73,15 +80,56 @@ inline std::string inject_at_write(const std::string& trace, const std::string& 
     }
     if (replies < before) continue;
     if (replies > before) break;
-    bool write_call = c.name == "write" || c.name == "pwrite64" || c.name == "writev" || c.name == "pwritev";
-    if (!write_call || c.args.empty()) continue;
+    if (c.tid != main_tid || c.args.empty()) continue;
     std::string path = strace::fd_path(c.args[0]);
-    if (path.rfind(root + "/", 0) != 0) continue;
+    if (path.rfind(root + "/", 0) != 0 || !pick(c.name, path)) continue;
     chosen = "inject=" + c.name + ":error=" + error + ":when=" + std::to_string(n);
     if (!last) break;
   }
-  REQUIRE_MESSAGE(!chosen.empty(), "no write to a file in batch " << batch << " of the dry run");
+  REQUIRE_MESSAGE(!chosen.empty(), "no such call in batch " << batch << " of the dry run");
   return chosen;
+}
+
+// strace takes one -e inject= per system call: two faults in calls of one name ("inject=pwrite64:
+// error=ENOSPC:when=5" and "...:when=9", with the same error) become one ("when=5..9+4").
+inline std::vector<std::string> merge_injections(const std::vector<std::string>& injections) {
+  std::map<std::string, std::vector<std::pair<long, std::string>>> by_call;  // name -> (when, option)
+  for (const auto& i : injections) {
+    const size_t colon = i.find(':'), when = i.rfind(":when=");
+    by_call[i.substr(0, colon)].emplace_back(std::atol(i.c_str() + when + 6), i.substr(0, when));
+  }
+  std::vector<std::string> out;
+  for (auto& [call, list] : by_call) {
+    std::sort(list.begin(), list.end());
+    if (list.size() == 1) {
+      out.push_back(list[0].second + ":when=" + std::to_string(list[0].first));
+      continue;
+    }
+    REQUIRE_MESSAGE(list.size() == 2, "more than two faults in " << call);
+    REQUIRE_MESSAGE(list[0].second == list[1].second, "two faults of " << call << " with other errors");
+    const long a = list[0].first, b = list[1].first;
+    out.push_back(list[0].second + ":when=" + std::to_string(a) + ".." + std::to_string(b) + "+" + std::to_string(b - a));
+  }
+  return out;
+}
+
+// The journal's writes in a trace: (thread, offset, bytes) of each pwrite64 to LEVELDB/journal,
+// and the thread that answers clients (the first in the trace).
+struct JournalWrite {
+  long tid;
+  uint64_t offset, size;
+};
+inline std::vector<JournalWrite> journal_writes(const std::string& trace, long* main_tid) {
+  std::vector<JournalWrite> out;
+  const auto calls = strace::parse(trace);
+  *main_tid = calls.empty() ? 0 : calls.front().tid;
+  for (const auto& c : calls) {
+    if (c.name != "pwrite64" || c.args.size() < 4 || c.result <= 0) continue;
+    const std::string path = strace::fd_path(c.args[0]);
+    if (path.size() < 8 || path.compare(path.size() - 8, 8, "/journal") != 0) continue;
+    out.push_back({c.tid, static_cast<uint64_t>(strace::int_arg(c.args[3])), static_cast<uint64_t>(c.result)});
+  }
+  return out;
 }
 
 // Where recordings and crash states are written: CRASH_STATE_DIR, else /dev/shm (neither needs a
@@ -116,6 +164,18 @@ class ScratchDir {
   std::string path_;
 };
 
+// The settings every recorded run and every recovery has: a journal of 128 KiB (two sides of
+// 60 KiB of records; a checkpoint starts when one is half full, at about 30 KiB) and lines of at
+// most 28 KiB (the most such a journal allows: 4 x (28 KiB + 4 KiB); a connection's input holds
+// one longest line, so this also bounds what one pass reads from one connection, and a batch of
+// up to 28 KB sent at once is one commit). The default 64 MiB journal would make every crash
+// state 64 MiB (the model keeps whole files) and no workload would ever fill half a side: with
+// this one, checkpoints, side switches and resets happen inside them.
+inline const std::map<std::string, std::string>& small_journal() {
+  static const std::map<std::string, std::string> env{{"JOURNAL_BYTES", "131072"}, {"MAX_MESSAGE_BYTES", "28672"}};
+  return env;
+}
+
 // Records one workload. Runs happen in a fresh directory whose `data` subdirectory (the root)
 // holds BLOBS and LEVELDB.
 class Recorder {
@@ -149,9 +209,9 @@ class Recorder {
 
   // One recorded server run with SYNC=`sync`: started under strace (with `inject`, strace
   // -e inject= options), driven by `drive(port)`, stopped with `stop` (SIGTERM, or SIGKILL
-  // for a process crash).
+  // for a process crash); after SIGTERM it must exit with `status`.
   void run(const std::string& sync, const std::function<void(int)>& drive, int stop = SIGTERM,
-           const std::vector<std::string>& inject = {}) {
+           const std::vector<std::string>& inject = {}, int status_after_term = 0) {
     std::string trace = base_ + "/trace-" + std::to_string(rec_.phases.size() + 1);
     std::vector<std::string> wrapper{strace_path(), "-f", "-qq", "-X", "raw", "-y", "-xx", "-s", "16777216",
                                      "-o", trace, "-e", traced_calls()};
@@ -159,13 +219,16 @@ class Recorder {
       wrapper.push_back("-e");
       wrapper.push_back(i);
     }
-    dur::Wrapped s(base_, wrapper, {{"PORT", "0"}, {"BLOBS", blobs()}, {"LEVELDB", leveldb()}, {"SYNC", sync}});
+    harness::detail::EnvOverrides env{{"PORT", "0"}, {"BLOBS", blobs()}, {"LEVELDB", leveldb()}, {"SYNC", sync}};
+    for (const auto& [name, value] : small_journal()) env[name] = value;
+    dur::Wrapped s(base_, wrapper, env);
     REQUIRE_MESSAGE(s.start(milliseconds(20000)), "the server did not start under strace: " << harness::detail::tail(s.out() + s.err(), 600));
     drive(s.port());
     s.signal_server(stop);
     auto status = s.wait(milliseconds(20000));
     REQUIRE_MESSAGE(status.has_value(), "the server under strace did not exit");
-    if (stop == SIGTERM) CHECK_MESSAGE(status == 0, "status " << status.value_or(-1) << ": " << harness::detail::tail(s.out(), 400));
+    if (stop == SIGTERM)
+      CHECK_MESSAGE(status == status_after_term, "status " << status.value_or(-1) << ": " << harness::detail::tail(s.out(), 400));
     rec_.phases.push_back({dur::slurp(trace), sync});
   }
   const Recording& recording() const { return rec_; }
@@ -174,6 +237,7 @@ class Recorder {
   // and must take every entry of the workload again.
   Recording finish(const std::string& sync) {
     rec_.recovery.sync = sync;
+    rec_.recovery.env = small_journal();
     std::set<std::string> distinct;
     for (const auto& [id, bytes] : rec_.entry_of_id) distinct.insert(bytes);
     rec_.recovery.rewrites.assign(distinct.begin(), distinct.end());

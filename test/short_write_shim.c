@@ -6,6 +6,8 @@
  *   SHIM_NTH    the Nth selected write/pwrite call (1-based) is the short one
  *   SHIM_BYTES  how many bytes that call writes (clamped to 1..n-1; 0 or absent: n/2)
  *   SHIM_FAILS  how many selected calls after it fail with ENOSPC (default 1; the rest succeed)
+ *   SHIM_SKIP_BYTES  comma-separated sizes of calls that are never selected (the journal's
+ *               creation and its 4096-byte headers, when only its appends are to be counted)
  *
  * Build: cc -shared -fPIC -O2 -o test/short_write_shim.so test/short_write_shim.c -ldl
  */
@@ -27,6 +29,8 @@ static long shim_nth, shim_bytes, shim_fails = 1;
 static long seen;       /* selected calls so far */
 static long fails_left; /* ENOSPC still to return after the short write */
 static int armed;
+static long skip_bytes[8];
+static int skip_count;
 
 __attribute__((constructor)) static void shim_init(void) {
   real_write = (ssize_t(*)(int, const void*, size_t))dlsym(RTLD_NEXT, "write");
@@ -39,6 +43,14 @@ __attribute__((constructor)) static void shim_init(void) {
   shim_bytes = s ? atol(s) : 0;
   s = getenv("SHIM_FAILS");
   if (s) shim_fails = atol(s);
+  s = getenv("SHIM_SKIP_BYTES");
+  while (s && *s && skip_count < 8) {
+    char* end;
+    long v = strtol(s, &end, 10);
+    if (end == s) break;
+    skip_bytes[skip_count++] = v;
+    s = *end == ',' ? end + 1 : end;
+  }
   armed = shim_path && *shim_path && shim_nth > 0;
 }
 
@@ -57,6 +69,8 @@ static int selected(int fd) {
 /* Returns -2 to let the call through unchanged, else the length to write (or -1: fail). */
 static long decide(int fd, size_t n) {
   if (!selected(fd)) return -2;
+  for (int i = 0; i < skip_count; i++)
+    if ((long)n == skip_bytes[i]) return -2;
   if (fails_left > 0) {
     fails_left--;
     return -1;
