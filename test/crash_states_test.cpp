@@ -124,11 +124,12 @@ void expect_sides_reused(const std::string& trace) {
 }
 
 // Batches of 3 KB entries that fill the journal's sides: the first two stop just short of half a
-// side (10 records, 30.5 KB of 60 KB); the third (11 records) does not fit in what is left, so a
-// checkpoint starts and side 1 takes it; three more fill side 1, and side 0, retired by then,
-// takes records again over those of its earlier generation. Duplicates within a batch and across
-// batches (blobs stored and not checkpointed yet). A stream reader from the start. Under
-// SYNC=none (no journal) the same batches.
+// side (10 records, 30.5 KB of 60 KB); the third (11 records) does not fit in what is left, so
+// its first 9 records fill side 0 and the last 2 start side 1 (one batch, two appends, one
+// confirmation), and a checkpoint retires side 0; five more of 4 records take side 1 past half,
+// a checkpoint retires it, and side 0 takes records again over those of its earlier generation.
+// Duplicates within a batch and across batches (blobs stored and not checkpointed yet). A stream
+// reader from the start. Under SYNC=none (no journal) the same batches.
 Recorder& checkpointed_batches(Recorder& r, const std::string& sync) {
   r.run(sync, [&](int port) {
     Client reader(port);
@@ -140,14 +141,14 @@ Recorder& checkpointed_batches(Recorder& r, const std::string& sync) {
       n++;
       return noted(r, entry_write("cp-" + batch + "-" + std::to_string(n), 300 + n, 2980));
     };
-    std::vector<std::vector<Write>> batches(6);
+    std::vector<std::vector<Write>> batches(8);
     for (int i = 0; i < 5; i++) batches[0].push_back(fresh("1"));
     batches[0].push_back(noted(r, with_id(batches[0][0], "cp-1-again")));
     for (int i = 0; i < 3; i++) batches[1].push_back(fresh("2"));
     batches[1].push_back(noted(r, with_id(batches[0][1], "cp-2-again")));
     for (int i = 0; i < 10; i++) batches[2].push_back(fresh("3"));
     batches[2].insert(batches[2].begin() + 4, noted(r, with_id(batches[1][0], "cp-3-again")));
-    for (int b = 3; b < 6; b++)
+    for (int b = 3; b < 8; b++)
       for (int i = 0; i < 4; i++) batches[b].push_back(fresh(std::to_string(b + 1)));
     size_t total = 0;
     for (const auto& batch : batches) {

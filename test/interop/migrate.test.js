@@ -330,10 +330,10 @@ for (const { version, format } of LINES) {
       assert.equal(r.status, 0, r.output)
       assert.match(r.out, new RegExp(`already migrated: .* holds the ${N} entries of the LevelDB, and ${more.length} written to our server since`))
       assertSameTree(beforeRun, snapshot(store.leveldb), 'LEVELDB, index included')
-      // Since the migration: ours wrote its pid into LOCK (the name both use) and, for 10, the
-      // Node.js server of the test above rotated LevelDB's LOG before it failed to lock; the
-      // LevelDB's data files are as the Node.js server left them.
-      const data = (tree) => new Map([...tree].filter(([k]) => !['LOCK', 'LOG', 'LOG.old', 'index'].includes(k)))
+      // Since the migration: ours wrote its pid into LOCK (the name both use) and made its
+      // journal, and, for 10, the Node.js server of the test above rotated LevelDB's LOG before
+      // it failed to lock; the LevelDB's data files are as the Node.js server left them.
+      const data = (tree) => new Map([...tree].filter(([k]) => !['LOCK', 'LOG', 'LOG.old', 'index', 'journal'].includes(k)))
       assertSameTree(data(leveldbBefore), data(snapshot(store.leveldb)), 'LEVELDB')
     })
   })
