@@ -5,7 +5,7 @@
 #   BENCH_SECTIONS  which sections to run, in this order
 #                   (default: writes reads memory fairness durable)
 #   BASELINE        another server binary (e.g. an older build) measured in the same run in the
-#                   memory and fairness sections, so that the two are compared as ratios
+#                   memory, fairness and durable sections, so that the two are compared as ratios
 #   BENCH_SECONDS   seconds each write cell issues writes (default 5)
 #   BENCH_WARMUP    seconds at the start of each cell left out of its figures (default 1)
 #   BENCH_SIZE      canonical entry size in bytes (default 200)
@@ -287,6 +287,7 @@ DURABLE=()
 durable_cell() {  # durable_cell LABEL PORT CONNS WINDOW SIZE [--redis]: one cell, kept in DURABLE
   local label=$1 port=$2 conns=$3 window=$4 size=$5 line
   shift 5
+  sync -f "$WORK"  # each cell starts without the write-back the cells before it left behind
   line=$(timeout 300 "$BENCH" --port "$port" --mode write --label "$label" --conns "$conns" \
          --window "$window" --size "$size" --writes 100000000 --seconds "$SECONDS_PER_CELL" \
          --warmup "$WARMUP" "$@") || echo "bench: run failed: $label" >&2
@@ -303,6 +304,13 @@ if section durable; then
   REDIS_ALWAYS_PORT=$REDIS_PORT
   start_redis everysec "$WORK/redis-everysec"
   REDIS_EVERYSEC_PORT=$REDIS_PORT
+  BASE_PIDS=()
+  if [ -n "$BASELINE" ]; then
+    start_server always "$WORK/durable-base-always" "$BASELINE"
+    BASE_ALWAYS_PORT=$PORT BASE_PIDS+=("$SERVER_PID")
+    start_server none "$WORK/durable-base-none" "$BASELINE"
+    BASE_NONE_PORT=$PORT BASE_PIDS+=("$SERVER_PID")
+  fi
   for size in 100 1024; do
     for shape in 1x1 1x64 16x16; do
       c=${shape%x*} w=${shape#*x}
@@ -310,6 +318,10 @@ if section durable; then
       durable_cell "ours-always/$shape/$size" "$ALWAYS_PORT" "$c" "$w" "$size"
       durable_cell "redis-everysec/$shape/$size" "$REDIS_EVERYSEC_PORT" "$c" "$w" "$size" --redis
       durable_cell "ours-none/$shape/$size" "$NONE_PORT" "$c" "$w" "$size"
+      if [ -n "$BASELINE" ]; then
+        durable_cell "base-always/$shape/$size" "$BASE_ALWAYS_PORT" "$c" "$w" "$size"
+        durable_cell "base-none/$shape/$size" "$BASE_NONE_PORT" "$c" "$w" "$size"
+      fi
     done
   done
   # Another process dirties 2 GB of the same file system while the writes go on.
@@ -327,8 +339,8 @@ if section durable; then
       sync -f "$WORK"  # the next cell starts without the ballast's write-back
     done
   done
-  kill -TERM "$ALWAYS_PID" "$NONE_PID"
-  wait "$ALWAYS_PID" "$NONE_PID" || true
+  kill -TERM "$ALWAYS_PID" "$NONE_PID" "${BASE_PIDS[@]}"
+  wait "$ALWAYS_PID" "$NONE_PID" "${BASE_PIDS[@]}" || true
   SERVER_PID=
 fi
 
@@ -345,12 +357,15 @@ if section durable; then
   done
   echo
   ratio() { awk -v a="${RATE[$1]:-0}" -v b="${RATE[$2]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
-  printf '%-12s %-6s %18s %18s %18s\n' shape size always/redis-always always/ours-none none/redis-everysec
+  printf '%-12s %-6s %18s %18s %18s %18s %18s\n' shape size always/redis-always always/ours-none none/redis-everysec \
+    always/base-always none/base-none
   for size in 100 1024; do
     for shape in 1x1 1x64 16x16; do
-      printf '%-12s %-6s %18s %18s %18s\n' "$shape" "$size" "$(ratio "ours-always/$shape/$size" "redis-always/$shape/$size")" \
+      printf '%-12s %-6s %18s %18s %18s %18s %18s\n' "$shape" "$size" "$(ratio "ours-always/$shape/$size" "redis-always/$shape/$size")" \
         "$(ratio "ours-always/$shape/$size" "ours-none/$shape/$size")" \
-        "$(ratio "ours-none/$shape/$size" "redis-everysec/$shape/$size")"
+        "$(ratio "ours-none/$shape/$size" "redis-everysec/$shape/$size")" \
+        "$(ratio "ours-always/$shape/$size" "base-always/$shape/$size")" \
+        "$(ratio "ours-none/$shape/$size" "base-none/$shape/$size")"
     done
   done
   echo
