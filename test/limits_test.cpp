@@ -100,6 +100,29 @@ int local_port(int fd) {
   return ntohs(a.sin_port);
 }
 
+
+// The descriptors a process's epoll sets watch: the "tfd:" lines of /proc/PID/fdinfo of each
+// of its epoll descriptors.
+size_t epoll_watched(pid_t pid) {
+  size_t n = 0;
+  const std::string fds = "/proc/" + std::to_string(pid) + "/fd";
+  for (const auto& e : std::filesystem::directory_iterator(fds)) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(e.path(), ec).string() != "anon_inode:[eventpoll]") continue;
+    std::ifstream in("/proc/" + std::to_string(pid) + "/fdinfo/" + e.path().filename().string());
+    for (std::string line; std::getline(in, line);) n += line.rfind("tfd:", 0) == 0;
+  }
+  return n;
+}
+
+// Waits (at most 10 s) until the process's epoll sets watch `want` descriptors; returns how many.
+size_t wait_epoll_watched(pid_t pid, size_t want) {
+  size_t n = 0;
+  for (auto deadline = Clock::now() + 10s; Clock::now() < deadline; std::this_thread::sleep_for(20ms))
+    if ((n = epoll_watched(pid)) == want) break;
+  return n;
+}
+
 }  // namespace
 
 // ===== Memory ===================================================================================
@@ -345,6 +368,107 @@ TEST_CASE("READ_RETRY_SECONDS: a reader whose entry stays unreadable gets an err
   CHECK(error.find("Too many open files") != std::string::npos);
   reader.expect_eof();
   CHECK(server.wait_for_log("\"event\":\"read-failed\"").size() == 1);
+}
+
+TEST_CASE("quiet connections are parked out of the poll set (poll() gets a handful of descriptors, not 300), and a parked connection still gets its writes, entries, half-close and close") {
+  std::string strace = dur::find_program("strace");
+  REQUIRE_MESSAGE(!strace.empty(), "strace is needed (make check-deps installs it)");
+  Fresh s({{"SYNC", "none"}});
+  const pid_t pid = s.server.pid();
+  constexpr int kConnections = 300, kReaders = 100;
+  std::vector<Client> clients;
+  clients.reserve(kConnections);
+  for (int i = 0; i < kConnections; i++) clients.emplace_back(s.server.port());
+  for (int i = 0; i < kConnections; i++) write_ok(clients[i], "c" + std::to_string(i), "[]", i + 1);
+  // The first kReaders hold a stream read from the head on.
+  for (int i = 0; i < kReaders; i++) {
+    clients[i].send_line(read_from(kConnections + 1));
+    REQUIRE(clients[i].read_line() == kCurrent);
+  }
+  // Quiet for a while, every one of them is parked.
+  REQUIRE(wait_epoll_watched(pid, kConnections) == kConnections);
+
+  // One poll() of the loop while they are parked: its set holds the fixed slots and the
+  // listeners, and -1 in the place of each parked connection. strace attaches, and a new
+  // connection gets the loop going (a message that is no write, so the log stays as it is);
+  // tried again if strace saw no whole poll() (it may still have been setting up).
+  TempDir trace_dir;
+  const std::string trace = trace_dir / "poll.trace";
+  auto traced = [&] {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("TracerPid:", 0) == 0) return std::stol(line.substr(10)) != 0;
+    return false;
+  };
+  std::vector<std::string> calls;
+  for (int attempt = 0; attempt < 5 && calls.empty(); attempt++) {
+    pid_t tracer = ::fork();
+    if (tracer == 0) {
+      // The trace to stderr, which strace does not buffer: it is whole once strace has detached.
+      const std::string p = std::to_string(pid);
+      const int out = ::open(trace.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (out < 0 || ::dup2(out, 2) < 0) ::_exit(126);
+      ::execl(strace.c_str(), "strace", "-qq", "-s", "65536", "-e", "trace=poll", "-p", p.c_str(),
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    REQUIRE(tracer > 0);
+    for (auto deadline = Clock::now() + 10s; !traced() && Clock::now() < deadline;) std::this_thread::sleep_for(10ms);
+    std::this_thread::sleep_for(100ms);
+    {
+      Client ping(s.server.port());
+      ping.send_line("{}");
+      CHECK(ping.read_line().find("\"error\"") != std::string::npos);
+    }
+    std::this_thread::sleep_for(100ms);
+    ::kill(tracer, SIGINT);
+    CHECK(detail::wait_for_exit(tracer, Clock::now() + 10s).has_value());
+    for (auto deadline = Clock::now() + 10s; traced() && Clock::now() < deadline;) std::this_thread::sleep_for(10ms);
+    for (const std::string& l : detail::complete_lines(detail::read_whole_file(trace)))
+      if (l.rfind("poll([", 0) == 0) calls.push_back(l);
+  }
+  REQUIRE(!calls.empty());
+  // The set passed in: up to the first ']' (the revents after " = " name ready ones only).
+  const std::string set = calls.front().substr(0, calls.front().find(']'));
+  size_t slots = 0, skipped = 0;
+  for (size_t at = set.find("{fd="); at != std::string::npos; at = set.find("{fd=", at + 1)) {
+    slots++;
+    skipped += set.compare(at, 6, "{fd=-1") == 0;
+  }
+  MESSAGE("one poll() with " << kConnections << " parked connections: " << slots << " slots, "
+                             << slots - skipped << " descriptors polled");
+  CHECK(slots >= static_cast<size_t>(kConnections));
+  CHECK(slots - skipped < 20);
+
+  // A write from a parked connection: confirmed, and every parked stream reader gets it.
+  REQUIRE(wait_epoll_watched(pid, kConnections) == kConnections);
+  write_ok(clients[150], "parked-write", "{\"n\":1}", kConnections + 1);
+  for (int i = 0; i < kReaders; i++) {
+    CAPTURE(i);
+    CHECK(clients[i].read_line() == entry_line(kConnections + 1, "{\"n\":1}"));
+  }
+
+  // Closed while parked: the server lets it go (and the epoll set with it).
+  REQUIRE(wait_epoll_watched(pid, kConnections) == kConnections);
+  const size_t fds = open_fds(pid);
+  clients[250] = Client(s.server.port());  // the old one closes; a new one takes its place
+  clients[251].close();
+  auto deadline = Clock::now() + 10s;
+  while (open_fds(pid) != fds - 1 && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  CHECK(open_fds(pid) == fds - 1);
+  CHECK(wait_epoll_watched(pid, kConnections - 1) == kConnections - 1);
+  // Parked, a connection sends a write and half-closes: its confirmation, then the end.
+  clients[200].send_line(write_msg("half", "{\"n\":2}"));
+  clients[200].shutdown_write();
+  CHECK(clients[200].read_line() == confirmation("half", kConnections + 2));
+  clients[200].expect_eof();
+  // And every reader still reads on.
+  write_ok(clients[250], "after", "{\"n\":3}", kConnections + 3);
+  for (int i = 0; i < kReaders; i++) {
+    CAPTURE(i);
+    CHECK(clients[i].read_line() == entry_line(kConnections + 2, "{\"n\":2}"));
+    CHECK(clients[i].read_line() == entry_line(kConnections + 3, "{\"n\":3}"));
+  }
 }
 
 TEST_CASE("readers catching up from disk do not hold a writer's line: little reader work between its arrival and its confirmation (counted in a syscall trace)") {
