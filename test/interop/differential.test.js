@@ -17,6 +17,7 @@ const { execFileSync } = require('node:child_process')
 const fs = require('node:fs')
 const path = require('node:path')
 const stableStringify = require('json-stable-stringify')
+const { prng } = require('./lib/entries')
 
 const REPO = path.resolve(__dirname, '../..')
 const TOOL = process.env.JSON_CANONICAL ? path.resolve(process.env.JSON_CANONICAL) : path.join(REPO, 'test/json_canonical')
@@ -24,18 +25,7 @@ const MAX_DEPTH = 512
 const GENERATED = 12000
 const MUTATED = 12000
 
-// mulberry32: a small seeded PRNG, so that every run compares the same inputs.
-function prng (seed) {
-  let a = seed >>> 0
-  return function () {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
+// A seeded PRNG (lib/entries.js), so that every run compares the same inputs.
 const rand = prng(12)
 const int = (n) => Math.floor(rand() * n)
 const pick = (list) => list[int(list.length)]

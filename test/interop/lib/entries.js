@@ -222,4 +222,4 @@ const NUMBER_DIFFERENCES = [
   { raw: '{"z":[1.0,  2],"a":123456789.123456789123}', ours: '{"a":123456789.123456789123,"z":[1.0,2]}' }
 ]
 
-module.exports = { identicalEntries, NUMBER_DIFFERENCES, NUMBER_TEXTS }
+module.exports = { identicalEntries, prng, NUMBER_DIFFERENCES, NUMBER_TEXTS }
