@@ -830,10 +830,9 @@ class Server {
   std::vector<std::unique_ptr<Connection>> connections_;
   size_t first_connection_slot_ = 0;
   size_t open_connections_ = 0;  // not counting refused ones
-  // Parked connections: the epoll set, how many it holds, and whether some connection not
-  // parked only waits for input (then park_quiet() runs again at next_park_ms_).
+  // Parked connections: the epoll set, and whether some connection not parked only waits for
+  // input (then park_quiet() runs again at next_park_ms_).
   int parked_fd_ = -1;
-  size_t parked_ = 0;
   bool park_candidates_ = false;
   int64_t next_park_ms_ = 0;
   size_t refused_lingering_ = 0;
@@ -1021,14 +1020,12 @@ void Server::park(Connection& c) {
   if (::epoll_ctl(parked_fd_, EPOLL_CTL_ADD, c.fd, &ev) != 0) return;
   c.parked = true;
   pollfds_[c.slot].fd = -1;
-  parked_++;
 }
 
 void Server::unpark(Connection& c) {
   ::epoll_ctl(parked_fd_, EPOLL_CTL_DEL, c.fd, nullptr);
   c.parked = false;
   pollfds_[c.slot].fd = c.fd;
-  parked_--;
 }
 
 // At most every kParkAfterMs, while some connection not parked waits only for input: park those
