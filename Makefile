@@ -3,7 +3,11 @@ CXX      ?= g++
 CXXFLAGS ?= -O2 -g
 # WERROR=-Werror turns warnings into errors (CI builds so, with g++ and, for the fuzz targets, clang).
 WERROR   ?=
-CXXFLAGS += -std=c++17 -Wall -Wextra $(WERROR)
+# 64-bit file offsets and time on every target: 32-bit glibc has 32-bit off_t and time_t without
+# them (an index past 2 GiB, log times past January 2038). No-ops on 64-bit targets; the sources
+# assert both sizes, so a build that loses them fails.
+PLATFORM_FLAGS := -D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64
+CXXFLAGS += -std=c++17 -Wall -Wextra $(WERROR) $(PLATFORM_FLAGS)
 LDFLAGS  ?=
 PREFIX   ?= /usr/local
 
@@ -37,7 +41,7 @@ STATIC_CXXFLAGS ?= -Os
 STATIC_OBJS := $(addprefix static/,tcp-log-server.o $(SERVER_OBJS))
 static/%.o: %.cpp $(wildcard *.hpp)
 	@mkdir -p static
-	$(CXX) $(STATIC_CXXFLAGS) -std=c++17 -Wall -Wextra -ffunction-sections -fdata-sections -c -o $@ $<
+	$(CXX) $(STATIC_CXXFLAGS) -std=c++17 -Wall -Wextra $(PLATFORM_FLAGS) -ffunction-sections -fdata-sections -c -o $@ $<
 
 static/tcp-log-server: $(STATIC_OBJS)
 	$(CXX) $(STATIC_CXXFLAGS) -static -s -Wl,--gc-sections -Wl,--fatal-warnings -o $@ $^
@@ -168,7 +172,7 @@ fuzz-replay: $(patsubst %,build/replay/%_fuzz,$(FUZZ_TARGETS))
 # libFuzzer is in Debian's clang 14: clang-14, and its runtime libraries (-fsanitize=fuzzer's
 # among them) in libclang-rt-14-dev, which clang-14 only recommends.
 FUZZ_CXX   ?= clang++-14
-FUZZ_FLAGS := -std=c++17 -Wall -Wextra $(WERROR) -g -O1 -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_FLAGS := -std=c++17 -Wall -Wextra $(WERROR) $(PLATFORM_FLAGS) -g -O1 -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 fuzz-deps:
 	$(call need_package,$(FUZZ_CXX),clang-14)
 	$(call need_package,$$($(FUZZ_CXX) -print-runtime-dir)/libclang_rt.fuzzer-x86_64.a,libclang-rt-14-dev)
@@ -188,7 +192,7 @@ fuzz: $(patsubst %,build/fuzz/%_fuzz,$(FUZZ_TARGETS))
 # instrumented binary. Sanitizer reports go to files there too: any report fails the target,
 # even one from a server process whose death no test noticed.
 SAN_DIR     := build/sanitize
-SAN_FLAGS   := -std=c++17 -Wall -Wextra $(WERROR) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+SAN_FLAGS   := -std=c++17 -Wall -Wextra $(WERROR) $(PLATFORM_FLAGS) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 # Not here: durability_test and fault_test (kill -9 soaks and strace fault injection, slow
 # under ASan, and an LD_PRELOAD shim that ASan's runtime must precede) and limits_test (it
 # measures memory, which ASan changes).
@@ -233,3 +237,88 @@ model-test: tcp-log-server test/model_test
 
 clean:
 	rm -rf tcp-log-server *.o test/*.o $(TESTS) test/*.so test/write_bench test/json_canonical build static
+
+# ---- Devices (doc/devices.md): static binaries for ARM and MIPS boards, and their tests under
+# qemu-user. ARCH is one of armhf (32-bit ARM, Raspberry Pi OS), arm64, mips (32-bit big-endian).
+# The toolchains are Debian's cross compilers, installed here as the other dependencies are.
+ARCH ?=
+CROSS_TRIPLE_armhf := arm-linux-gnueabihf
+CROSS_TRIPLE_arm64 := aarch64-linux-gnu
+CROSS_TRIPLE_mips  := mips-linux-gnu
+CROSS_QEMU_armhf   := qemu-arm
+CROSS_QEMU_arm64   := qemu-aarch64
+CROSS_QEMU_mips    := qemu-mips
+# The most a target's binary may weigh: 1 MiB, and 1.25 MiB for MIPS, whose code is larger.
+CROSS_MAX_BYTES_armhf := 1048576
+CROSS_MAX_BYTES_arm64 := 1048576
+CROSS_MAX_BYTES_mips  := 1310720
+CROSS_TRIPLE := $(CROSS_TRIPLE_$(ARCH))
+CROSS_QEMU   := $(CROSS_QEMU_$(ARCH))
+CROSS_CXX    := $(CROSS_TRIPLE)-g++
+CROSS_DIR    := build/$(ARCH)
+# -Wno-psabi: GCC notes on 32-bit ARM that C++17 passes some types as GCC 7 did not; nothing of
+# ours crosses that ABI boundary (everything is linked statically, from one compiler).
+CROSS_FLAGS  := -std=c++17 -Wall -Wextra -Wno-psabi $(WERROR) $(PLATFORM_FLAGS)
+CROSS_OBJS   := $(addprefix $(CROSS_DIR)/obj/,tcp-log-server.o $(SERVER_OBJS))
+CROSS_LIB_OBJS := $(addprefix $(CROSS_DIR)/obj/,$(SERVER_OBJS))
+
+.PHONY: cross cross-deps test-cross
+cross-deps:
+	@if [ -z "$(CROSS_TRIPLE)" ]; then echo "make: ARCH must be armhf, arm64 or mips (make cross ARCH=armhf)"; exit 64; fi
+	$(call need_package,$(CROSS_CXX),g++-$(CROSS_TRIPLE))
+	$(call need_package,$(CROSS_QEMU),qemu-user)
+
+# As the host's static build: -Os, section garbage collection, no NSS; static, not static-pie.
+$(CROSS_DIR)/obj/%.o: %.cpp $(SERVER_HDRS) | cross-deps
+	@mkdir -p $(@D)
+	$(CROSS_CXX) -Os $(CROSS_FLAGS) -ffunction-sections -fdata-sections -c -o $@ $<
+
+$(CROSS_DIR)/tcp-log-server: $(CROSS_OBJS)
+	$(CROSS_CXX) -Os -static -no-pie -s -Wl,--gc-sections -Wl,--fatal-warnings -o $@ $^
+	@size=$$(stat -c %s $@); max=$(CROSS_MAX_BYTES_$(ARCH)); \
+	if [ $$size -gt $$max ]; then echo "make: $@ is $$size bytes, over the $$max allowed"; exit 1; fi
+
+cross: $(CROSS_DIR)/tcp-log-server
+	@echo "$<: $$(stat -c %s $<) bytes, static and stripped, for $(CROSS_TRIPLE); run it on the device, or here as $(CROSS_QEMU) $<"
+
+# The tests of a target, built for it and run under qemu-user. A test binary runs as
+# `qemu-arm test`; there is no binfmt here, so the server it starts is a wrapper script that
+# runs the target's binary under qemu (TCP_LOG_SERVER, as the crash-state tests use it).
+# doctest is header-only: its header is taken from the host's doctest-dev package.
+CROSS_TEST_DIR := $(CROSS_DIR)/test
+$(CROSS_DIR)/include/doctest/doctest.h: | check-deps
+	@mkdir -p $(@D)
+	ln -sf $(DOCTEST_HEADER) $@
+$(CROSS_TEST_DIR)/doctest_main.o: test/doctest_main.cpp $(CROSS_DIR)/include/doctest/doctest.h | cross-deps
+	@mkdir -p $(@D)
+	$(CROSS_CXX) -O1 $(CROSS_FLAGS) -I$(CROSS_DIR)/include -c -o $@ $<
+$(CROSS_TEST_DIR)/%_test: test/%_test.cpp $(CROSS_TEST_DIR)/doctest_main.o $(CROSS_LIB_OBJS) $(wildcard test/*.hpp) $(SERVER_HDRS)
+	$(CROSS_CXX) -O1 $(CROSS_FLAGS) -I. -I$(CROSS_DIR)/include -static -o $@ $< $(CROSS_TEST_DIR)/doctest_main.o $(CROSS_LIB_OBJS) -lpthread
+$(CROSS_DIR)/qemu-tcp-log-server: $(CROSS_DIR)/tcp-log-server
+	printf '#!/bin/sh\n# The %s server under qemu-user, for the tests (make test-cross).\nexec %s %s "$$@"\n' \
+	  $(ARCH) $(CROSS_QEMU) $(CURDIR)/$< > $@
+	chmod +x $@
+
+# What runs under qemu, and what does not, with the reason:
+#  - unit tests: all of them;
+#  - end-to-end: the protocol (wire, first_minute, leveldb_refusal), the store and the journal
+#    with its recovery (journal_store), SIGTERM and kill -9 restarts (durability), limits, the
+#    model-based protocol test (CROSS_MODEL_SEEDS seeds), and the device tests;
+#  - not: the tests that trace the server with strace (fault_test, crash_states_test, and the
+#    cases excluded below): strace sees qemu's own system calls, not the target's, so their
+#    fault injection and traces mean nothing there; packaging_test and readme_test, which run
+#    the host's make, install and man tools; and the cases that measure the server's memory
+#    from /proc (qemu's memory is not the target's).
+CROSS_UNIT_TESTS := buffer crc32c sha256 json journal index recent_entries notify fs_model
+CROSS_E2E_TESTS  := devices wire first_minute leveldb_refusal journal_store durability limits model
+CROSS_EXCLUDE    := *SO_KEEPALIVE and TCP_NODELAY*,*writes wait (none refused)*,*bounded server memory*
+CROSS_MODEL_SEEDS ?= 2
+CROSS_MODEL_OPS   ?= 100
+test-cross: cross-deps $(CROSS_DIR)/tcp-log-server $(CROSS_DIR)/qemu-tcp-log-server \
+            $(patsubst %,$(CROSS_TEST_DIR)/%_test,$(CROSS_UNIT_TESTS) $(CROSS_E2E_TESTS))
+	@set -e; export TCP_LOG_SERVER=$(CURDIR)/$(CROSS_DIR)/qemu-tcp-log-server \
+	  MODEL_SEEDS=$(CROSS_MODEL_SEEDS) MODEL_OPS=$(CROSS_MODEL_OPS) TCP_LOG_SERVER_EMULATED=$(CROSS_QEMU); \
+	for t in $(CROSS_UNIT_TESTS) $(CROSS_E2E_TESTS); do \
+	  echo "== $(ARCH): $$t (under $(CROSS_QEMU))"; \
+	  $(CROSS_QEMU) ./$(CROSS_TEST_DIR)/$${t}_test --test-case-exclude="$(CROSS_EXCLUDE)"; \
+	done

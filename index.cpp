@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -20,6 +21,10 @@
 #include <unordered_set>
 
 #include "sha256.hpp"
+
+// Offsets past 2 GiB (an index of 33 million entries) must fit: the Makefile builds with
+// _FILE_OFFSET_BITS=64, which 32-bit targets need; a build without it must fail, not corrupt.
+static_assert(sizeof(off_t) == 8, "build with -D_FILE_OFFSET_BITS=64 (see the Makefile)");
 
 
 namespace {
@@ -74,6 +79,25 @@ Status fsync_path(const std::string& path) {
   return Status::Ok();
 }
 
+// Calls `fn` with the name of every entry of the open directory `d` but "." and "..", then
+// closes it. readdir() returns null both at the end and on an error: only errno tells them
+// apart (EOVERFLOW, for one, where a 64-bit directory cookie does not fit a 32-bit off_t), and
+// a failure taken for the end would let a half-read listing pass for the whole.
+template <typename Fn>
+Status for_each_name(DIR* d, const std::string& path, Fn fn) {
+  for (;;) {
+    errno = 0;
+    struct dirent* e = ::readdir(d);
+    if (!e) break;
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    fn(e->d_name);
+  }
+  const int err = errno;
+  ::closedir(d);
+  if (err != 0) return Status::Errno("cannot list directory", path, err);
+  return Status::Ok();
+}
+
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -81,6 +105,11 @@ int hex_value(char c) {
 }
 
 }  // namespace
+
+uint64_t default_journal_bytes(uint64_t filesystem_bytes, uint64_t min_bytes) {
+  const uint64_t share = std::min(filesystem_bytes / kJournalShareOfFilesystem, kDefaultJournalBytes);
+  return std::max(share, std::max(min_bytes, Journal::kMinBytes));
+}
 
 bool valid_record(std::string_view record) {
   if (record.size() != kRecordSize || record[64] != '\n') return false;
@@ -189,12 +218,11 @@ Status BlobStore::open(const std::string& dir, std::vector<std::string>* warning
   DIR* d = ::opendir(tmp_dir_.c_str());
   if (!d) return Status::Errno("cannot list directory", tmp_dir_, errno);
   size_t removed = 0;
-  while (struct dirent* e = ::readdir(d)) {
-    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-    std::string path = tmp_dir_ + "/" + e->d_name;
+  Status listed = for_each_name(d, tmp_dir_, [&](const char* name) {
+    std::string path = tmp_dir_ + "/" + name;
     if (::unlink(path.c_str()) == 0) removed++;
-  }
-  ::closedir(d);
+  });
+  if (!listed.ok()) return listed;
   if (removed > 0)
     warnings->push_back("removed " + std::to_string(removed) + " unfinished blob file(s) from " +
                         tmp_dir_);
@@ -502,13 +530,14 @@ Status refuse_unmigrated_leveldb(const std::string& blobs_dir, const std::string
   if (!d) return Status::Ok();
   bool has_index = false;
   std::string leveldb_file;
-  while (struct dirent* e = ::readdir(d)) {
-    std::string_view name(e->d_name);
+  Status listed = for_each_name(d, index_dir, [&](const char* entry) {
+    std::string_view name(entry);
     if (name == "index") has_index = true;
     if (leveldb_file.empty() && (name == "CURRENT" || name.rfind("MANIFEST-", 0) == 0))
-      leveldb_file = e->d_name;
-  }
-  ::closedir(d);
+      leveldb_file = entry;
+  });
+  // A listing that failed part way may have missed CURRENT: it must not pass for "no LevelDB".
+  if (!listed.ok()) return listed;
   if (has_index || leveldb_file.empty()) return Status::Ok();
   const std::string leveldb = absolute_path(index_dir);
   Status s;
@@ -556,7 +585,15 @@ Status Store::open(const Options& options, std::vector<std::string>* warnings) {
   const Journal::Mode mode = options.check_only                 ? Journal::Mode::ReadOnly
                              : options.sync == SyncMode::Always ? Journal::Mode::Create
                                                                 : Journal::Mode::IfPresent;
-  s = journal_.open(options.index_dir, options.journal_bytes, mode);
+  uint64_t journal_bytes = options.journal_bytes;
+  if (journal_bytes == 0) {
+    struct statvfs fs {};
+    if (::statvfs(options.index_dir.c_str(), &fs) != 0)
+      return Status::Errno("cannot look at the file system of", options.index_dir, errno);
+    journal_bytes = default_journal_bytes(static_cast<uint64_t>(fs.f_blocks) * fs.f_frsize,
+                                          options.journal_min_bytes);
+  }
+  s = journal_.open(options.index_dir, journal_bytes, mode);
   if (!s.ok() || options.check_only) return s;
   uint64_t durable_head = 0;
   bool unsynced_run = false;

@@ -25,8 +25,15 @@ constexpr size_t kRecordSize = 65;
 // Entries of one commit, at most: one index append. Recovery inspects at most this many records
 // at the tail, because only the last append can have left garbage there.
 constexpr size_t kMaxBatchEntries = 4096;
-// The journal's size unless JOURNAL_BYTES says otherwise.
+// The journal's size unless JOURNAL_BYTES says otherwise: a share of the file system it lives
+// on, up to this much on a large disk, where the journal absorbs bursts of writes.
 constexpr uint64_t kDefaultJournalBytes = 64ull * 1024 * 1024;
+constexpr uint64_t kJournalShareOfFilesystem = 32;  // 1/32: 8 MiB of a 256 MB partition
+
+// The journal's size for a file system of `filesystem_bytes` when JOURNAL_BYTES is not given:
+// 1/32 of it, at most kDefaultJournalBytes (reached at 2 GiB), and never below `min_bytes`
+// (what the longest entry needs: each side holds two of them).
+uint64_t default_journal_bytes(uint64_t filesystem_bytes, uint64_t min_bytes);
 
 
 // Whether committed data must reach stable storage before it is confirmed.
@@ -171,7 +178,10 @@ class Store {
     SyncMode sync = SyncMode::Always;
     // Open for --check: lock, but create nothing, change nothing, recover nothing.
     bool check_only = false;
-    uint64_t journal_bytes = kDefaultJournalBytes;
+    // The journal's size; 0 sizes it to its file system (default_journal_bytes()), at least
+    // journal_min_bytes.
+    uint64_t journal_bytes = 0;
+    uint64_t journal_min_bytes = 4 * (1048576 + 4096);
   };
   // Locks both directories, opens them and recovers the index tail (see README, "Durability").
   // Recovery notes (cut bytes, cut records, removed temp files) are appended to *warnings.
@@ -184,6 +194,8 @@ class Store {
   // under SYNC=none, writes the UNSYNCED marker (durably).
   Status open(const Options& options, std::vector<std::string>* warnings);
   uint64_t head() const { return index_.head(); }
+  // The journal's size in bytes (0 under SYNC=none, which writes none).
+  uint64_t journal_bytes() const { return journaled() ? journal_.size() : 0; }
   // How many of the entries of `bytes`, from the first, commit() can take now: all of them,
   // but while the journal has no room for them and a checkpoint still runs. With no room, it
   // may start a checkpoint (which gives the journal room once it finishes).

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,8 @@
 #include <cstring>
 
 #include "crc32c.hpp"
+
+static_assert(sizeof(off_t) == 8, "build with -D_FILE_OFFSET_BITS=64 (see the Makefile)");
 
 namespace {
 
@@ -154,6 +157,18 @@ Status Journal::create(uint64_t bytes) {
   // Written whole through a temp name and renamed, so that a crash never leaves a journal of
   // the right size with some of it never written.
   const std::string tmp = path_ + ".tmp";
+  // Said plainly before a write of many megabytes fails half way with ENOSPC.
+  struct statvfs fs {};
+  if (::statvfs(dir_.c_str(), &fs) == 0) {
+    const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+    if (free_bytes < bytes) {
+      Status s;
+      s.error = "cannot create the journal " + path_ + " of " + std::to_string(bytes) +
+                " bytes: its file system has " + std::to_string(free_bytes) +
+                " bytes free (JOURNAL_BYTES sets the journal's size)";
+      return s;
+    }
+  }
   int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Status::Errno("cannot create journal", tmp, errno);
   std::string zeros(1 << 20, '\0');

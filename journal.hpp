@@ -56,9 +56,11 @@ class Journal {
   };
   // Opens DIR/journal. A missing file (with Mode::Create) is created with `bytes` (rounded
   // down to a multiple of 8 KiB, at least kMinBytes) of zeros, synced, with a synced directory
-  // entry; a file of another size is replayed at its size and recreated by reset().
+  // entry; a file of another size is replayed at its size and recreated by reset(). A journal
+  // that its file system has no room for is an error that names its size and the free space.
   Status open(const std::string& dir, uint64_t bytes, Mode mode);
   bool is_open() const { return fd_ >= 0; }
+  uint64_t size() const { return 2 * side_bytes_; }
   const std::string& path() const { return path_; }
 
   // Recovery: calls `fn` for every record, the older side first, each in order, until a side's

@@ -46,6 +46,11 @@
 #include "recent_entries.hpp"
 #include "sha256.hpp"
 
+// Log times and timers past January 2038, and offsets past 2 GiB: the Makefile builds with
+// _TIME_BITS=64 and _FILE_OFFSET_BITS=64, which 32-bit targets need; without them, fail here.
+static_assert(sizeof(time_t) == 8, "build with -D_TIME_BITS=64 -D_FILE_OFFSET_BITS=64 (see the Makefile)");
+static_assert(sizeof(off_t) == 8, "build with -D_FILE_OFFSET_BITS=64 (see the Makefile)");
+
 namespace {
 
 constexpr const char* kVersion = "0.2.0";
@@ -153,7 +158,8 @@ struct Config {
   uint64_t max_output_bytes = 64 * 1024 * 1024;
   uint64_t line_timeout_s = 60;  // 0: none
   uint64_t read_retry_s = 30;
-  uint64_t journal_bytes = 0;  // 0: kDefaultJournalBytes, or more for MAX_MESSAGE_BYTES
+  uint64_t journal_bytes = 0;  // 0: sized to its file system (default_journal_bytes())
+  uint64_t journal_min_bytes = 0;  // what MAX_MESSAGE_BYTES needs
   bool check = false;
 };
 
@@ -184,9 +190,9 @@ const char* const kUsage =
     "                          (out of descriptors, I/O error) before it gets an error\n"
     "                                                                  [READ_RETRY_SECONDS, default 30]\n"
     "  --journal-bytes N       size of the write-ahead journal of SYNC=always (LEVELDB/journal)\n"
-    "                                                                  [JOURNAL_BYTES, default 67108864\n"
-    "                                                                    or 4 x (MAX_MESSAGE_BYTES + 4096)\n"
-    "                                                                    if more]\n"
+    "                                                                  [JOURNAL_BYTES, default 1/32 of its\n"
+    "                                                                    file system, 67108864 at most, and\n"
+    "                                                                    4 x (MAX_MESSAGE_BYTES + 4096) at least]\n"
     "  --check                 verify the whole store and exit (refuses to run beside a live server)\n"
     "  --help, --version\n"
     "\n"
@@ -351,9 +357,8 @@ Config parse_config(int argc, char** argv) {
   }
   // Journal: each of its two sides must hold at least two longest entries.
   const uint64_t journal_min = 4 * (config.max_message_bytes + 4096);
-  if (config.journal_bytes == 0) {
-    config.journal_bytes = std::max<uint64_t>(kDefaultJournalBytes, journal_min);
-  } else if (config.journal_bytes < journal_min) {
+  config.journal_min_bytes = journal_min;
+  if (config.journal_bytes != 0 && config.journal_bytes < journal_min) {
     usage_error("invalid " + journal_source + " \"" + std::to_string(config.journal_bytes) +
                 "\": expected at least 4 x (MAX_MESSAGE_BYTES + 4096) (" + std::to_string(journal_min) + ")");
   }
@@ -402,6 +407,18 @@ class Log {
 
   void init(int level) {
     level_ = level;
+    // TCP_LOG_SERVER_FAKE_TIME=<Unix seconds>, read for the tests only: the log's wall clock
+    // starts there and runs at the real pace (a test of 2038 on a 32-bit target, where no
+    // LD_PRELOAD clock reaches a static binary). It goes through time_t as the real one does.
+    if (const char* fake = std::getenv("TCP_LOG_SERVER_FAKE_TIME")) {
+      uint64_t start = 0;
+      if (parse_unsigned(fake, UINT64_MAX, &start)) {
+        struct timespec now;
+        ::clock_gettime(CLOCK_REALTIME, &now);
+        fake_offset_ = static_cast<time_t>(start) - now.tv_sec;
+        fake_ = true;
+      }
+    }
     char host[256] = {};
     if (::gethostname(host, sizeof host - 1) != 0) host[0] = 0;
     tail_ = ",\"pid\":" + std::to_string(::getpid()) + ",\"hostname\":";
@@ -413,6 +430,7 @@ class Log {
     if (!enabled(level)) return;
     struct timespec ts;
     ::clock_gettime(CLOCK_REALTIME, &ts);
+    if (fake_) ts.tv_sec += fake_offset_;
     uint64_t ms = static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
     std::string out = "{\"level\":" + std::to_string(level) + ",\"time\":" + std::to_string(ms);
     out += tail_;
@@ -524,6 +542,8 @@ class Log {
   }
 
   int level_ = 30;
+  bool fake_ = false;
+  time_t fake_offset_ = 0;  // TCP_LOG_SERVER_FAKE_TIME less the real time at the start
   std::string tail_;
   int fd_ = STDOUT_FILENO;
   Mode mode_ = Mode::Plain;
@@ -937,6 +957,7 @@ bool Server::start(std::string* error) {
                  .str("blobs", absolute_path(config_.blobs))
                  .str("leveldb", absolute_path(config_.leveldb))
                  .str("sync", config_.sync == SyncMode::Always ? "always" : "none")
+                 .num("journal_bytes", store_->journal_bytes())
                  .num("head", store_->head()));
   notify_service_manager("READY=1\nSTATUS=listening on port " + std::to_string(port) + ", " +
                          std::to_string(store_->head()) + " entries\nMAINPID=" +
@@ -1939,6 +1960,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> warnings;
     Store::Options options{config.blobs, config.leveldb, config.sync};
     options.journal_bytes = config.journal_bytes;
+    options.journal_min_bytes = config.journal_min_bytes;
     Status s = store.open(options, &warnings);
     for (const std::string& w : warnings) g_log.line(kWarn, w, Log::Fields().str("event", "recovery"));
     if (!s.ok()) {
