@@ -392,10 +392,11 @@ inline bool exact_uint63(const std::string& number, uint64_t* out) {
   if (exponent < 0) return false;  // a fraction
   if (static_cast<long long>(digits.size()) + exponent > 19) return false;  // >= 10^19
   digits.append(static_cast<size_t>(exponent), '0');
-  unsigned __int128 value = 0;
+  // At most 19 digits: below 10^19, which fits in 64 bits (and no 32-bit target has __int128).
+  uint64_t value = 0;
   for (char d : digits) value = value * 10 + static_cast<unsigned>(d - '0');
-  if (value >= (static_cast<unsigned __int128>(1) << 63)) return false;
-  *out = static_cast<uint64_t>(value);
+  if (value >= (uint64_t{1} << 63)) return false;
+  *out = value;
   return true;
 }
 
