@@ -187,37 +187,54 @@ bool cpu_has_sha_ni() {
 #endif
 
 #ifdef SHA256_ARM
-// The block function with the ARMv8 SHA-256 instructions (Arm ARM: SHA256H and SHA256H2 do four
+// Four rounds with the ARMv8 SHA-256 instructions (Arm ARM: SHA256H and SHA256H2 each do four
 // rounds, from four W+K words, on the state held as {a,b,c,d} and {e,f,g,h} in lane order;
-// SHA256H gives the new abcd and SHA256H2, which needs the abcd from before, the new efgh.
-// SHA256SU0 and SHA256SU1 compute the message schedule four words at a time). The same
-// intrinsics exist on AArch64 and AArch32.
+// SHA256H gives the new abcd and SHA256H2, which needs the abcd from before, the new efgh).
+// `w` holds W[t..t+3] and `k` points at K[t].
+__attribute__((target(SHA256_ARM_TARGET), always_inline)) inline void four_rounds_armv8(
+    uint32x4_t& abcd, uint32x4_t& efgh, uint32x4_t w, const uint32_t* k) {
+  const uint32x4_t wk = vaddq_u32(w, vld1q_u32(k));
+  const uint32x4_t abcd_before = abcd;
+  abcd = vsha256hq_u32(abcd, efgh, wk);
+  efgh = vsha256h2q_u32(efgh, abcd_before, wk);
+}
+
+// W[t..t+3] from the sixteen words before, held oldest first in w0..w3: SHA256SU0 adds
+// s0(W[t-15]) to W[t-16], SHA256SU1 adds W[t-7] and s1(W[t-2]) (the latter also for the words
+// it computes itself).
+__attribute__((target(SHA256_ARM_TARGET), always_inline)) inline uint32x4_t schedule_armv8(
+    uint32x4_t w0, uint32x4_t w1, uint32x4_t w2, uint32x4_t w3) {
+  return vsha256su1q_u32(vsha256su0q_u32(w0, w1), w2, w3);
+}
+
+// The block function with the ARMv8 SHA-256 instructions; the same intrinsics exist on AArch64
+// and AArch32. The sixteen schedule words stay in four registers that take turns as the oldest,
+// so that nothing goes through memory between rounds.
 __attribute__((target(SHA256_ARM_TARGET))) void compress_armv8(uint32_t state[8], const uint8_t* p,
                                                                size_t blocks) {
   uint32x4_t abcd = vld1q_u32(state);
   uint32x4_t efgh = vld1q_u32(state + 4);
   for (; blocks > 0; --blocks, p += 64) {
     const uint32x4_t abcd_start = abcd, efgh_start = efgh;
-    uint32x4_t w[4];  // the last 16 schedule words, four to a register, oldest first
     // Words are big-endian in the message: reverse the bytes of each 32-bit lane. vld1q_u8 has
     // no alignment requirement, so blocks are hashed wherever the caller's bytes are.
-    for (int i = 0; i < 4; ++i) w[i] = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(p + 16 * i)));
-    for (int i = 0; i < 16; ++i) {  // four rounds each
-      uint32x4_t words;
-      if (i < 4) {
-        words = w[i];
-      } else {
-        // W[t] = s1(W[t-2]) + W[t-7] + s0(W[t-15]) + W[t-16], for t = 4i .. 4i+3.
-        words = vsha256su1q_u32(vsha256su0q_u32(w[0], w[1]), w[2], w[3]);
-        w[0] = w[1];
-        w[1] = w[2];
-        w[2] = w[3];
-        w[3] = words;
-      }
-      const uint32x4_t wk = vaddq_u32(words, vld1q_u32(kRound + 4 * i));
-      const uint32x4_t abcd_before = abcd;
-      abcd = vsha256hq_u32(abcd, efgh, wk);
-      efgh = vsha256h2q_u32(efgh, abcd_before, wk);
+    uint32x4_t w0 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(p)));
+    uint32x4_t w1 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(p + 16)));
+    uint32x4_t w2 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(p + 32)));
+    uint32x4_t w3 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(p + 48)));
+    four_rounds_armv8(abcd, efgh, w0, kRound);
+    four_rounds_armv8(abcd, efgh, w1, kRound + 4);
+    four_rounds_armv8(abcd, efgh, w2, kRound + 8);
+    four_rounds_armv8(abcd, efgh, w3, kRound + 12);
+    for (int t = 16; t < 64; t += 16) {
+      w0 = schedule_armv8(w0, w1, w2, w3);
+      four_rounds_armv8(abcd, efgh, w0, kRound + t);
+      w1 = schedule_armv8(w1, w2, w3, w0);
+      four_rounds_armv8(abcd, efgh, w1, kRound + t + 4);
+      w2 = schedule_armv8(w2, w3, w0, w1);
+      four_rounds_armv8(abcd, efgh, w2, kRound + t + 8);
+      w3 = schedule_armv8(w3, w0, w1, w2);
+      four_rounds_armv8(abcd, efgh, w3, kRound + t + 12);
     }
     abcd = vaddq_u32(abcd, abcd_start);
     efgh = vaddq_u32(efgh, efgh_start);
