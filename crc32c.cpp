@@ -19,7 +19,9 @@
 #define CRC32C_ARM64 1
 #include <arm_acle.h>
 #include <sys/auxv.h>
-#elif defined(__arm__) && defined(__ARM_ARCH) && __ARM_ARCH >= 7
+// 32-bit ARM from ARMv6 up: Raspberry Pi OS's 32-bit baseline is ARMv6 with VFP, and it runs on
+// the ARMv8 cores of the Pi 3 and 4, which have the instructions.
+#elif defined(__arm__) && defined(__ARM_ARCH) && __ARM_ARCH >= 6
 #define CRC32C_ARM32 1
 #include <sys/auxv.h>
 #endif
@@ -123,8 +125,8 @@ bool hwcap_has_crc32(unsigned long hwcap, unsigned long) { return hwcap & kHwcap
 // AArch32 has only the 32-, 16- and 8-bit forms (CRC32CW, CRC32CH, CRC32CB). The builtins are
 // called directly because GCC 12's <arm_acle.h> declares __crc32cw and the others only when the
 // whole translation unit is built for +crc, and this one stays at the baseline (armv7-a for
-// Debian armhf) so that the same binary runs on ARMv7 CPUs; the target attribute lets this one
-// function use the instructions. Hard-float builds name an FPU (+simd, ARMv8's) because GCC
+// Debian armhf, armv6 for Raspberry Pi OS) so that the same binary runs on older CPUs; the target
+// attribute lets this one function use the instructions. Hard-float builds name an FPU (+simd, ARMv8's) because GCC
 // refuses an architecture without one under -mfloat-abi=hard.
 #ifdef __ARM_FP
 #define CRC32C_ARM32_TARGET "arch=armv8-a+crc+simd"

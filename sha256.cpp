@@ -22,11 +22,11 @@
 #define SHA256_ARM 1
 // GCC 12 has no "+sha2" for AArch64 functions; "+crypto" is AES and SHA-1/SHA-256 together.
 #define SHA256_ARM_TARGET "+crypto"
-#elif defined(__arm__) && defined(__ARM_ARCH) && __ARM_ARCH >= 7 && defined(__ARM_FP)
+#elif defined(__arm__) && defined(__ARM_ARCH) && __ARM_ARCH >= 6 && defined(__ARM_FP)
 #define SHA256_ARM 1
 // An FPU setting rather than an architecture: it enables NEON and the crypto instructions for
-// this function only, so the file (and the binary) stays at the armhf baseline, armv7-a with
-// VFPv3-D16, and runs on ARMv7 CPUs. <arm_neon.h> of GCC 12 declares the intrinsics under the
+// this function only, so the file (and the binary) stays at the baseline (armv7-a with VFPv3-D16
+// for Debian armhf, ARMv6 with VFP for Raspberry Pi OS) and runs on older CPUs. <arm_neon.h> of GCC 12 declares the intrinsics under the
 // same setting, for any baseline with an FPU (hence __ARM_FP: soft-float builds go without).
 #define SHA256_ARM_TARGET "fpu=crypto-neon-fp-armv8"
 #endif
