@@ -99,7 +99,8 @@ bool cpu_has_sse42() {
 
 #ifdef CRC32C_ARM64
 // CRC32CX folds in eight bytes, the low byte first (the reflected order), like SSE4.2's CRC32 r64.
-__attribute__((target("+crc"))) uint32_t crc32c_armv8(uint32_t crc, const unsigned char* p, size_t n) {
+__attribute__((target("+crc"))) uint32_t crc32c_armv8(uint32_t crc, const unsigned char* p,
+                                                      size_t n) {
   uint32_t c = ~crc;
   while (n > 0 && (reinterpret_cast<uintptr_t>(p) & 7) != 0) {
     c = __crc32cb(c, *p++);
@@ -126,15 +127,15 @@ bool hwcap_has_crc32(unsigned long hwcap, unsigned long) { return hwcap & kHwcap
 // called directly because GCC 12's <arm_acle.h> declares __crc32cw and the others only when the
 // whole translation unit is built for +crc, and this one stays at the baseline (armv7-a for
 // Debian armhf, armv6 for Raspberry Pi OS) so that the same binary runs on older CPUs; the target
-// attribute lets this one function use the instructions. Hard-float builds name an FPU (+simd, ARMv8's) because GCC
-// refuses an architecture without one under -mfloat-abi=hard.
+// attribute lets this one function use the instructions. Hard-float builds name an FPU (+simd,
+// ARMv8's) because GCC refuses an architecture without one under -mfloat-abi=hard.
 #ifdef __ARM_FP
 #define CRC32C_ARM32_TARGET "arch=armv8-a+crc+simd"
 #else
 #define CRC32C_ARM32_TARGET "arch=armv8-a+crc"
 #endif
-__attribute__((target(CRC32C_ARM32_TARGET))) uint32_t crc32c_armv8(uint32_t crc, const unsigned char* p,
-                                                                   size_t n) {
+__attribute__((target(CRC32C_ARM32_TARGET))) uint32_t crc32c_armv8(uint32_t crc,
+                                                                   const unsigned char* p, size_t n) {
   uint32_t c = ~crc;
   while (n > 0 && (reinterpret_cast<uintptr_t>(p) & 3) != 0) {
     c = __builtin_arm_crc32cb(c, *p++);
@@ -160,7 +161,8 @@ bool hwcap_has_crc32(unsigned long, unsigned long hwcap2) { return hwcap2 & kHwc
 
 using CrcFn = uint32_t (*)(uint32_t, const unsigned char*, size_t);
 
-// The fastest implementation this CPU runs, or the tables; `name` is what crc32c_implementation says.
+// The fastest implementation this CPU runs, or the tables; `name` is what
+// crc32c_implementation says.
 struct Implementation {
   CrcFn fn;
   const char* name;

@@ -26,8 +26,9 @@
 #define SHA256_ARM 1
 // An FPU setting rather than an architecture: it enables NEON and the crypto instructions for
 // this function only, so the file (and the binary) stays at the baseline (armv7-a with VFPv3-D16
-// for Debian armhf, ARMv6 with VFP for Raspberry Pi OS) and runs on older CPUs. <arm_neon.h> of GCC 12 declares the intrinsics under the
-// same setting, for any baseline with an FPU (hence __ARM_FP: soft-float builds go without).
+// for Debian armhf, ARMv6 with VFP for Raspberry Pi OS) and runs on older CPUs. <arm_neon.h> of
+// GCC 12 declares the intrinsics under the same setting, for any baseline with an FPU (hence
+// __ARM_FP: soft-float builds go without).
 #define SHA256_ARM_TARGET "fpu=crypto-neon-fp-armv8"
 #endif
 #ifdef SHA256_ARM

@@ -42,7 +42,9 @@ uint32_t crc32c_bitwise(const unsigned char* p, size_t n) {
 
 // Byte i of the long vector; its CRC-32C for 100003 bytes, 0x54FB864F, is from a bit-at-a-time
 // Python implementation.
-unsigned char long_vector_byte(uint64_t i) { return static_cast<unsigned char>(((i * i * 7 + i * 13 + 5) >> 3) & 0xFF); }
+unsigned char long_vector_byte(uint64_t i) {
+  return static_cast<unsigned char>(((i * i * 7 + i * 13 + 5) >> 3) & 0xFF);
+}
 
 void check_vectors() {
   const std::string in_use = crc32c_implementation();
@@ -87,9 +89,9 @@ struct Random {
 }  // namespace
 
 TEST_CASE("CRC-32C: the implementation detection chose") {
-  MESSAGE("crc32c implementation in use: " << implementation()
-                                           << std::string(crc32c_hardware_available() ? " (instructions available)"
-                                                                                       : " (no instructions here)"));
+  const std::string available =
+      crc32c_hardware_available() ? " (instructions available)" : " (no instructions here)";
+  MESSAGE("crc32c implementation in use: " << implementation() << available);
   if (!crc32c_hardware_available()) CHECK(implementation() == "tables");
   if (const char* expected = std::getenv("EXPECT_CRC32C_IMPLEMENTATION")) {
     CHECK(implementation() == expected);

@@ -72,7 +72,8 @@ std::string implementation() { return sha256_implementation(); }
 
 // Byte i of the long vector; the SHA-256 of its first 100003 bytes is from Python's hashlib.
 char long_vector_byte(uint64_t i) { return static_cast<char>(((i * i * 7 + i * 13 + 5) >> 3) & 0xFF); }
-const char* const kLongVectorDigest = "76f71edcad7721baf424e1b72194bb8054af2ec51aeb7f1046a0f77dc6ebe55f";
+const char* const kLongVectorDigest =
+    "76f71edcad7721baf424e1b72194bb8054af2ec51aeb7f1046a0f77dc6ebe55f";
 
 // The vectors of the cases below, a long input at every alignment modulo 16, and the long vector
 // fed in uneven chunks, with whichever block function is in use.
@@ -83,9 +84,12 @@ void check_vectors() {
   CHECK(sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   CHECK(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-  CHECK(sha256_hex(std::string(1000000, 'a')) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
-  CHECK(sha256_hex(alphabet_message(119)) == "faef67da856d6fd9c8d12f9ed0a4fefd3cf0ce085ab43e2907418d457e3c354b");
-  CHECK(sha256_hex(alphabet_message(128)) == "6c05be2c4268843ae47e68e611277ce62c02153f2f4d2e1e2a1a4b44f766cf74");
+  CHECK(sha256_hex(std::string(1000000, 'a')) ==
+        "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  CHECK(sha256_hex(alphabet_message(119)) ==
+        "faef67da856d6fd9c8d12f9ed0a4fefd3cf0ce085ab43e2907418d457e3c354b");
+  CHECK(sha256_hex(alphabet_message(128)) ==
+        "6c05be2c4268843ae47e68e611277ce62c02153f2f4d2e1e2a1a4b44f766cf74");
   std::string buffer(100003 + 16, '\0');
   for (size_t offset = 0; offset < 16; ++offset) {
     CAPTURE(offset);
@@ -93,8 +97,8 @@ void check_vectors() {
     // Hashed in place from buffer + offset: whole blocks are not copied to an aligned buffer first.
     CHECK(sha256_hex(std::string_view(buffer.data() + offset, 100003)) == kLongVectorDigest);
   }
-  CHECK(hash_in_chunks(std::string(buffer.data() + 15, 100003), {1, 63, 64, 65, 7, 1000, 3, 4096, 127, 129}) ==
-        kLongVectorDigest);
+  CHECK(hash_in_chunks(std::string(buffer.data() + 15, 100003),
+                       {1, 63, 64, 65, 7, 1000, 3, 4096, 127, 129}) == kLongVectorDigest);
 }
 
 // xorshift64: fixed seed, the same data on every target.
@@ -111,9 +115,9 @@ struct Random {
 }  // namespace
 
 TEST_CASE("SHA-256: the implementation detection chose") {
-  MESSAGE("sha256 implementation in use: " << implementation()
-                                           << std::string(sha256_hardware_available() ? " (instructions available)"
-                                                                                      : " (no instructions here)"));
+  const std::string available =
+      sha256_hardware_available() ? " (instructions available)" : " (no instructions here)";
+  MESSAGE("sha256 implementation in use: " << implementation() << available);
   if (!sha256_hardware_available()) CHECK(implementation() == "portable");
   if (const char* expected = std::getenv("EXPECT_SHA256_IMPLEMENTATION")) {
     CHECK(implementation() == expected);
