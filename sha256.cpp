@@ -1,6 +1,7 @@
 // SHA-256 per FIPS 180-4. Every blob is hashed on each write and each read from
-// disk, so the block function is written for speed: with the x86 SHA extensions where the CPU
-// has them (checked once, at startup), else with plain portable C++.
+// disk, so the block function is written for speed: with the x86 SHA extensions or the ARMv8
+// SHA-256 instructions where the CPU has them (checked once, at startup), else with plain
+// portable C++.
 #include "sha256.hpp"
 
 #include <cstring>
@@ -9,6 +10,31 @@
 #define SHA256_X86_SHA_NI 1
 #include <cpuid.h>
 #include <immintrin.h>
+#endif
+
+// The ARMv8 Cryptography Extension's SHA-256 instructions (optional, so detected at run time).
+// GCC only: the function-level target strings below are GCC's spelling, and a Clang build takes
+// the portable code. Little-endian only: the byte reversal of message words below and the
+// lane order of vld1q_u32 on the state are written for it (and no big-endian ARM is a target).
+#if defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && defined(__BYTE_ORDER__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if defined(__aarch64__)
+#define SHA256_ARM 1
+// GCC 12 has no "+sha2" for AArch64 functions; "+crypto" is AES and SHA-1/SHA-256 together.
+#define SHA256_ARM_TARGET "+crypto"
+#elif defined(__arm__) && defined(__ARM_ARCH) && __ARM_ARCH >= 6 && defined(__ARM_FP)
+#define SHA256_ARM 1
+// An FPU setting rather than an architecture: it enables NEON and the crypto instructions for
+// this function only, so the file (and the binary) stays at the baseline (armv7-a with VFPv3-D16
+// for Debian armhf, ARMv6 with VFP for Raspberry Pi OS) and runs on older CPUs. <arm_neon.h> of
+// GCC 12 declares the intrinsics under the same setting, for any baseline with an FPU (hence
+// __ARM_FP: soft-float builds go without).
+#define SHA256_ARM_TARGET "fpu=crypto-neon-fp-armv8"
+#endif
+#ifdef SHA256_ARM
+#include <arm_neon.h>
+#include <sys/auxv.h>
+#endif
 #endif
 
 namespace {
@@ -159,36 +185,134 @@ bool cpu_has_sha_ni() {
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
   return ssse3 && sse41 && (b & (1u << 29));  // CPUID.7.0:EBX.SHA
 }
+#endif
+
+#ifdef SHA256_ARM
+// Four rounds with the ARMv8 SHA-256 instructions (Arm ARM: SHA256H and SHA256H2 each do four
+// rounds, from four W+K words, on the state held as {a,b,c,d} and {e,f,g,h} in lane order;
+// SHA256H gives the new abcd and SHA256H2, which needs the abcd from before, the new efgh).
+// `w` holds W[t..t+3] and `k` points at K[t].
+__attribute__((target(SHA256_ARM_TARGET), always_inline)) inline void four_rounds_armv8(
+    uint32x4_t& abcd, uint32x4_t& efgh, uint32x4_t w, const uint32_t* k) {
+  const uint32x4_t wk = vaddq_u32(w, vld1q_u32(k));
+  const uint32x4_t abcd_before = abcd;
+  abcd = vsha256hq_u32(abcd, efgh, wk);
+  efgh = vsha256h2q_u32(efgh, abcd_before, wk);
+}
+
+// W[t..t+3] from the sixteen words before, held oldest first in w0..w3: SHA256SU0 adds
+// s0(W[t-15]) to W[t-16], SHA256SU1 adds W[t-7] and s1(W[t-2]) (the latter also for the words
+// it computes itself).
+__attribute__((target(SHA256_ARM_TARGET), always_inline)) inline uint32x4_t schedule_armv8(
+    uint32x4_t w0, uint32x4_t w1, uint32x4_t w2, uint32x4_t w3) {
+  return vsha256su1q_u32(vsha256su0q_u32(w0, w1), w2, w3);
+}
+
+// The block function with the ARMv8 SHA-256 instructions; the same intrinsics exist on AArch64
+// and AArch32. The sixteen schedule words stay in four registers that take turns as the oldest,
+// so that nothing goes through memory between rounds.
+__attribute__((target(SHA256_ARM_TARGET))) void compress_armv8(uint32_t state[8], const uint8_t* p,
+                                                               size_t blocks) {
+  uint32x4_t abcd = vld1q_u32(state);
+  uint32x4_t efgh = vld1q_u32(state + 4);
+  for (; blocks > 0; --blocks, p += 64) {
+    const uint32x4_t abcd_start = abcd, efgh_start = efgh;
+    // Words are big-endian in the message: reverse the bytes of each 32-bit lane. vld1q_u8 has
+    // no alignment requirement, so blocks are hashed wherever the caller's bytes are.
+    uint32x4_t w0 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(p)));
+    uint32x4_t w1 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(p + 16)));
+    uint32x4_t w2 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(p + 32)));
+    uint32x4_t w3 = vreinterpretq_u32_u8(vrev32q_u8(vld1q_u8(p + 48)));
+    four_rounds_armv8(abcd, efgh, w0, kRound);
+    four_rounds_armv8(abcd, efgh, w1, kRound + 4);
+    four_rounds_armv8(abcd, efgh, w2, kRound + 8);
+    four_rounds_armv8(abcd, efgh, w3, kRound + 12);
+    for (int t = 16; t < 64; t += 16) {
+      w0 = schedule_armv8(w0, w1, w2, w3);
+      four_rounds_armv8(abcd, efgh, w0, kRound + t);
+      w1 = schedule_armv8(w1, w2, w3, w0);
+      four_rounds_armv8(abcd, efgh, w1, kRound + t + 4);
+      w2 = schedule_armv8(w2, w3, w0, w1);
+      four_rounds_armv8(abcd, efgh, w2, kRound + t + 8);
+      w3 = schedule_armv8(w3, w0, w1, w2);
+      four_rounds_armv8(abcd, efgh, w3, kRound + t + 12);
+    }
+    abcd = vaddq_u32(abcd, abcd_start);
+    efgh = vaddq_u32(efgh, efgh_start);
+  }
+  vst1q_u32(state, abcd);
+  vst1q_u32(state + 4, efgh);
+}
+
+// Linux reports the SHA-256 instructions in AT_HWCAP to AArch64 programs
+// (arch/arm64/include/uapi/asm/hwcap.h: HWCAP_SHA2) and in AT_HWCAP2 to 32-bit ones
+// (arch/arm/include/uapi/asm/hwcap.h: HWCAP2_SHA2).
+bool hwcap_has_sha2(unsigned long hwcap, unsigned long hwcap2) {
+#ifdef __aarch64__
+  (void)hwcap2;
+  return hwcap & (1ul << 6);
 #else
-bool cpu_has_sha_ni() { return false; }
+  (void)hwcap;
+  return hwcap2 & (1ul << 3);
+#endif
+}
 #endif
 
 using CompressFn = void (*)(uint32_t*, const uint8_t*, size_t);
 
-CompressFn choose_compress(bool hardware) {
-#ifdef SHA256_X86_SHA_NI
-  if (hardware && cpu_has_sha_ni()) return compress_sha_ni;
+// The fastest block function this CPU runs, or the portable one; `name` is what
+// sha256_implementation says.
+struct Implementation {
+  CompressFn fn;
+  const char* name;
+};
+constexpr Implementation kPortableImplementation{compress_portable, "portable"};
+
+#if defined(SHA256_ARM)
+bool g_hardware = hwcap_has_sha2(getauxval(AT_HWCAP), getauxval(AT_HWCAP2));
+constexpr Implementation kHardwareImplementation{compress_armv8, "armv8-sha2"};
+#elif defined(SHA256_X86_SHA_NI)
+bool g_hardware = cpu_has_sha_ni();
+constexpr Implementation kHardwareImplementation{compress_sha_ni, "sha-ni"};
+#else
+bool g_hardware = false;
+constexpr Implementation kHardwareImplementation = kPortableImplementation;
 #endif
-  (void)hardware;
-  return compress_portable;
+
+Implementation choose_compress(bool hardware) {
+  return hardware && g_hardware ? kHardwareImplementation : kPortableImplementation;
 }
 
-CompressFn g_compress = choose_compress(true);
+Implementation g_compress = choose_compress(true);
 
 }  // namespace
 
-bool sha256_hardware_available() { return cpu_has_sha_ni(); }
+const char* sha256_implementation() { return g_compress.name; }
+bool sha256_hardware_available() { return g_hardware; }
 bool sha256_use_hardware(bool use) {
   g_compress = choose_compress(use);
-  return g_compress != compress_portable;
+  return g_compress.fn != compress_portable;
 }
+
+#if defined(__linux__) && (defined(__arm__) || defined(__aarch64__))
+bool sha256_detect_from_hwcap(unsigned long hwcap, unsigned long hwcap2) {
+#ifdef SHA256_ARM
+  g_hardware = hwcap_has_sha2(hwcap, hwcap2);
+#else
+  (void)hwcap;
+  (void)hwcap2;
+#endif
+  g_compress = choose_compress(true);
+  return g_hardware;
+}
+#endif
 
 Sha256::Sha256()
     // FIPS 180-4 section 5.3.3: fractional parts of the square roots of the first 8 primes.
     : state_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
              0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
 
-void Sha256::compress(const uint8_t block[64]) { g_compress(state_, block, 1); }
+void Sha256::compress(const uint8_t block[64]) { g_compress.fn(state_, block, 1); }
 
 void Sha256::update(const void* data, size_t len) {
   // update(nullptr, 0) is legal for callers, but memcpy from a null pointer is not.
@@ -210,7 +334,7 @@ void Sha256::update(const void* data, size_t len) {
   // Whole blocks are hashed in place: copying them to buffer_ first would cost
   // a second pass over large blobs.
   if (len >= 64) {
-    g_compress(state_, p, len / 64);
+    g_compress.fn(state_, p, len / 64);
     p += len / 64 * 64;
     len %= 64;
   }
