@@ -21,7 +21,7 @@ all: tcp-log-server
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^
 
-tcp-log-server.o: tcp-log-server.cpp json.hpp message.hpp sha256.hpp index.hpp journal.hpp status.hpp buffer.hpp recent_entries.hpp notify.hpp check_progress.hpp
+tcp-log-server.o: tcp-log-server.cpp json.hpp message.hpp sha256.hpp crc32c.hpp index.hpp journal.hpp status.hpp buffer.hpp recent_entries.hpp notify.hpp check_progress.hpp
 sha256.o: sha256.cpp sha256.hpp
 index.o: index.cpp index.hpp sha256.hpp journal.hpp status.hpp
 buffer.o: buffer.cpp buffer.hpp
@@ -312,15 +312,32 @@ $(CROSS_DIR)/qemu-tcp-log-server: $(CROSS_DIR)/tcp-log-server
 #    in an strace trace (parked connections in poll(), reader work before a confirmation).
 CROSS_UNIT_TESTS := buffer crc32c sha256 json journal index recent_entries notify fs_model
 CROSS_E2E_TESTS  := devices wire first_minute leveldb_refusal journal_store durability limits model
-CROSS_EXCLUDE    := *SO_KEEPALIVE and TCP_NODELAY*,*writes wait (none refused)*,*bounded server memory*,memory:*,\
-                    *parked out of the poll set*,*counted in a syscall trace*
+CROSS_EXCLUDE    := *SO_KEEPALIVE and TCP_NODELAY*,*writes wait (none refused)*,*bounded server memory*
+CROSS_EXCLUDE    := $(CROSS_EXCLUDE),memory:*,*parked out of the poll set*,*counted in a syscall trace*
+# The hashing tests run once per CPU below, each with the implementation it must pick (a run
+# that quietly fell back to the portable code would fail): cpu:crc32c:sha256.
+CROSS_HASH_RUNS_armhf := max:armv8-crc32:armv8-sha2 cortex-a15:tables:portable
+CROSS_HASH_RUNS_arm64 := max:armv8-crc32:armv8-sha2
+CROSS_HASH_RUNS_mips  := 24Kf:tables:portable
 CROSS_MODEL_SEEDS ?= 2
 CROSS_MODEL_OPS   ?= 100
+# kill -9 rounds per SYNC mode, and SIGTERM-under-load rounds (make test: 25 and 6).
+CROSS_CRASH_ROUNDS    ?= 8
+CROSS_SHUTDOWN_ROUNDS ?= 3
 test-cross: cross-deps $(CROSS_DIR)/tcp-log-server $(CROSS_DIR)/qemu-tcp-log-server \
             $(patsubst %,$(CROSS_TEST_DIR)/%_test,$(CROSS_UNIT_TESTS) $(CROSS_E2E_TESTS))
 	@set -e; export TCP_LOG_SERVER=$(CURDIR)/$(CROSS_DIR)/qemu-tcp-log-server \
-	  MODEL_SEEDS=$(CROSS_MODEL_SEEDS) MODEL_OPS=$(CROSS_MODEL_OPS) TCP_LOG_SERVER_EMULATED=$(CROSS_QEMU); \
-	for t in $(CROSS_UNIT_TESTS) $(CROSS_E2E_TESTS); do \
+	  MODEL_SEEDS=$(CROSS_MODEL_SEEDS) MODEL_OPS=$(CROSS_MODEL_OPS) TCP_LOG_SERVER_EMULATED=$(CROSS_QEMU) \
+	  CRASH_ROUNDS=$(CROSS_CRASH_ROUNDS) SHUTDOWN_ROUNDS=$(CROSS_SHUTDOWN_ROUNDS); \
+	for run in $(CROSS_HASH_RUNS_$(ARCH)); do \
+	  cpu=$${run%%:*}; impl=$${run#*:}; \
+	  for t in crc32c sha256; do \
+	    echo "== $(ARCH): $$t on a $$cpu CPU, expecting $$impl (under $(CROSS_QEMU))"; \
+	    QEMU_CPU=$$cpu EXPECT_CRC32C_IMPLEMENTATION=$${impl%%:*} EXPECT_SHA256_IMPLEMENTATION=$${impl#*:} \
+	      $(CROSS_QEMU) ./$(CROSS_TEST_DIR)/$${t}_test; \
+	  done; \
+	done; \
+	for t in $(filter-out crc32c sha256,$(CROSS_UNIT_TESTS)) $(CROSS_E2E_TESTS); do \
 	  echo "== $(ARCH): $$t (under $(CROSS_QEMU))"; \
 	  $(CROSS_QEMU) ./$(CROSS_TEST_DIR)/$${t}_test --test-case-exclude="$(CROSS_EXCLUDE)"; \
 	done

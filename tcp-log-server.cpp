@@ -39,6 +39,7 @@
 
 #include "buffer.hpp"
 #include "check_progress.hpp"
+#include "crc32c.hpp"
 #include "index.hpp"
 #include "json.hpp"
 #include "message.hpp"
@@ -958,6 +959,7 @@ bool Server::start(std::string* error) {
                  .str("leveldb", absolute_path(config_.leveldb))
                  .str("sync", config_.sync == SyncMode::Always ? "always" : "none")
                  .num("journal_bytes", store_->journal_bytes())
+                 .str("crc32c", crc32c_implementation()).str("sha256", sha256_implementation())
                  .num("head", store_->head()));
   notify_service_manager("READY=1\nSTATUS=listening on port " + std::to_string(port) + ", " +
                          std::to_string(store_->head()) + " entries\nMAINPID=" +

@@ -9,6 +9,8 @@
 #include <string>
 
 #include "check_progress.hpp"
+#include "crc32c.hpp"
+#include "sha256.hpp"
 #include "test/harness.hpp"
 
 using namespace harness;
@@ -96,7 +98,7 @@ TerminalRun run_on_terminal(const std::vector<std::string>& args, const detail::
 
 }  // namespace
 
-TEST_CASE("the listening line says the version, host, absolute directories, sync mode and head, and keeps event and port") {
+TEST_CASE("the listening line says the version, host, absolute directories, sync mode, head, journal size and hashing code, and keeps event and port") {
   TempDir dir;
   make_store(dir, 3);
   ServerProcess server(dir.path());
@@ -115,6 +117,11 @@ TEST_CASE("the listening line says the version, host, absolute directories, sync
   CHECK(json_string_field(line, "leveldb") == canonical(dir / "leveldb"));
   CHECK(json_string_field(line, "sync") == std::string("none"));
   CHECK(json_int_field(line, "head") == 3);
+  // SYNC=none writes no journal; which hashing code runs (the accelerated one where the CPU
+  // has it), as this very machine picks it.
+  CHECK(json_int_field(line, "journal_bytes") == 0);
+  CHECK(json_string_field(line, "crc32c") == std::string(crc32c_implementation()));
+  CHECK(json_string_field(line, "sha256") == std::string(sha256_implementation()));
   CHECK(server.stop_term() == 0);
 
   ServerProcess local(dir.path());
