@@ -142,18 +142,21 @@ TEST_CASE("the README's nc recipes work as written and print what the README sho
 }
 
 // ---------------------------------------------------------------------------------------------
-// The README's mirror recipe ("A live copy on another machine"), saved as written and run with
-// bash against two real servers on loopback.
+// The mirror recipe of doc/replication.md ("A live copy on another machine"), saved as written
+// and run with bash against two real servers on loopback.
 
 namespace {
 
-std::string readme_mirror_script() {
-  std::ifstream readme("README.md");
-  REQUIRE_MESSAGE(readme, "README.md not found; run the tests from the repository root");
+std::string mirror_script() {
+  std::ifstream page("doc/replication.md");
+  REQUIRE_MESSAGE(page, "doc/replication.md not found; run the tests from the repository root");
   std::string line, script;
   bool in_section = false, in_block = false;
-  while (std::getline(readme, line)) {
-    if (line == "### A live copy on another machine") in_section = true;
+  const std::string heading = " A live copy on another machine";
+  while (std::getline(page, line)) {
+    if (!in_block && line.rfind("#", 0) == 0 && line.size() >= heading.size() &&
+        line.compare(line.size() - heading.size(), heading.size(), heading) == 0)
+      in_section = true;
     if (!in_section) continue;
     if (!in_block && line == "```bash") {
       in_block = true;
@@ -187,7 +190,7 @@ class Mirror {
  public:
   Mirror(const TempDir& dir, int from_port, int to_port) : out_(dir / ("mirror-" + std::to_string(detail::next_serial()) + ".out")) {
     const std::string script = dir / "mirror.sh";
-    std::ofstream(script) << readme_mirror_script();
+    std::ofstream(script) << mirror_script();
     pid_ = spawn_shell("bash " + script + " 127.0.0.1 " + std::to_string(from_port) + " 127.0.0.1 " +
                            std::to_string(to_port),
                        out_);
@@ -232,7 +235,7 @@ bool same_log_soon(int original, int copy) {
 
 }  // namespace
 
-TEST_CASE("the README's mirror recipe copies a log live, entry for entry, and resumes where it stopped") {
+TEST_CASE("the mirror recipe of doc/replication.md copies a log live, entry for entry, and resumes where it stopped") {
   TempDir dir;
   Named original(dir, "original"), copy(dir, "copy");
   write_entries(original.server.port(), 1, 30);
@@ -254,7 +257,7 @@ TEST_CASE("the README's mirror recipe copies a log live, entry for entry, and re
   CHECK(again.output().find("mirror: the original closed the connection") != std::string::npos);
 }
 
-TEST_CASE("the README's mirror recipe refuses to resume onto a log that is not a copy") {
+TEST_CASE("the mirror recipe of doc/replication.md refuses to resume onto a log that is not a copy") {
   TempDir dir;
   Named original(dir, "original"), other(dir, "other");
   write_entries(original.server.port(), 1, 3);
@@ -269,7 +272,7 @@ TEST_CASE("the README's mirror recipe refuses to resume onto a log that is not a
   CHECK(dump(other.server.port()) == before);
 }
 
-TEST_CASE("the README's mirror recipe stops at an entry the original cannot read back") {
+TEST_CASE("the mirror recipe of doc/replication.md stops at an entry the original cannot read back") {
   TempDir dir;
   std::filesystem::create_directories(dir / "original");
   {
@@ -294,7 +297,7 @@ TEST_CASE("the README's mirror recipe stops at an entry the original cannot read
   CHECK(copied[1] == dump(original.server.port())[1]);
 }
 
-TEST_CASE("the README's mirror recipe stops when the copy does not store an entry under its index") {
+TEST_CASE("the mirror recipe of doc/replication.md stops when the copy does not store an entry under its index") {
   TempDir dir;
   Named original(dir, "original");
   std::filesystem::create_directories(dir / "copy");
