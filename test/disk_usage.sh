@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# Bytes on disk per entry, on the file systems small devices use (doc/devices.md, "Disk space
+# per entry"). Run as root: bash test/disk_usage.sh (or make disk-usage). Not part of make test.
+#
+# Each case makes a fresh image file (IMAGE_MB, in a temporary directory), starts the real
+# server on it over loopback (SYNC=always, the default journal), stops it cleanly, and counts
+# the file system's used blocks (B); starts it again, writes ENTRIES unique entries of SIZE
+# canonical bytes with test/write_bench (one connection, 64 in flight), stops it and counts
+# again (C). Per entry: (C - B) / ENTRIES, so the journal, which the empty store already holds
+# whole, is left out of it and reported on its own. ext4 and btrfs are loop-mounted; f2fs,
+# which this kernel may not mount, is built offline: the store is written on a scratch
+# directory by the same server, then copied into a fresh image with sload.f2fs, once empty (B)
+# and once full (C), and fsck.f2fs reads the valid blocks. ext4 is built offline too (mke2fs -d)
+# as a cross-check of the mounted figure.
+#
+#   DISK_ENTRIES   entries per case (default 10000)
+#   DISK_SIZES     canonical entry sizes in bytes (default "100 1024")
+#   DISK_CASES     which cases to run (default: all, in the order below)
+#   IMAGE_MB       image size in MiB (default 256)
+#   SERVER         server binary (default ./tcp-log-server, built with make)
+#
+# After each case the store is checked for space our code should not use: files left in
+# BLOBS/tmp, names other than the layout's, an index that is not 65 bytes per entry, a blob
+# count other than the entries written.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ENTRIES=${DISK_ENTRIES:-10000}
+SIZES=${DISK_SIZES:-100 1024}
+IMAGE_MB=${IMAGE_MB:-256}
+SERVER=${SERVER:-./tcp-log-server}
+CXX=${CXX:-g++}
+ALL_CASES="ext4-4k ext4-1k ext4-inline ext4-inline-i1024 ext4-inline-i2048 btrfs btrfs-msingle f2fs ext4-4k-offline"
+CASES=${DISK_CASES:-$ALL_CASES}
+
+if [ "$(id -u)" != 0 ]; then echo "disk_usage: run as root (it loop-mounts images)" >&2; exit 1; fi
+for tool in mkfs.ext4 mkfs.btrfs mkfs.f2fs sload.f2fs fsck.f2fs dumpe2fs losetup; do
+  command -v "$tool" >/dev/null || { echo "disk_usage: $tool is missing" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tcp-log-disk.XXXXXX")
+MNT=$WORK/mnt
+LOOP=
+SERVER_PID=
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill -KILL "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" || umount -l "$MNT" || true; fi
+  if [ -n "$LOOP" ]; then losetup -d "$LOOP" || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$MNT"
+
+if [ "$SERVER" = ./tcp-log-server ]; then make --no-print-directory tcp-log-server >&2; fi
+SERVER=$(cd "$(dirname "$SERVER")" && pwd)/$(basename "$SERVER")
+BENCH=$WORK/write_bench
+"$CXX" -O2 -std=c++17 -Wall -Wextra -o "$BENCH" test/write_bench.cpp
+
+# start_server DIR: a server with BLOBS and LEVELDB under DIR, on a free loopback port; sets PORT.
+start_server() {
+  local dir=$1
+  (cd "$dir" && exec env PORT=0 HOST=127.0.0.1 SYNC=always LOG_LEVEL=info \
+     BLOBS="$dir/blobs" LEVELDB="$dir/leveldb" "$SERVER") >>"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
+  PORT=
+  for _ in $(seq 1 300); do
+    PORT=$(grep '"msg":"listening"' "$WORK/server.log" 2>/dev/null | tail -n 1 |
+           sed -n 's/.*"port":\([0-9][0-9]*\).*/\1/p') || true
+    [ -n "$PORT" ] && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "disk_usage: server did not start; its log:" >&2
+  cat "$WORK/server.log" >&2
+  exit 1
+}
+# stop_server: SIGTERM (a clean stop: last checkpoint, journal emptied), at most 60 s.
+stop_server() {
+  kill -TERM "$SERVER_PID"
+  for _ in $(seq 1 600); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "disk_usage: server did not stop within 60 s" >&2; exit 1
+  fi
+  wait "$SERVER_PID" || { echo "disk_usage: server exited with status $?" >&2; exit 1; }
+  SERVER_PID=
+  : >"$WORK/server.log"
+}
+
+# fill DIR SIZE: an empty store in DIR, started and stopped (state B: the hook runs), then
+# ENTRIES entries of SIZE bytes (state C: the hook runs again).
+fill() {
+  local dir=$1 size=$2 hook=$3 line
+  start_server "$dir"; stop_server; "$hook" B
+  start_server "$dir"
+  line=$(timeout 600 "$BENCH" --port "$PORT" --mode write --conns 1 --window 64 --size "$size" \
+         --writes "$ENTRIES") || { echo "disk_usage: writes failed: $line" >&2; exit 1; }
+  echo "  $line" >&2
+  stop_server; "$hook" C
+}
+
+# check_store DIR: what the store holds beyond its layout. Prints findings; "ok" if none.
+check_store() {
+  local dir=$1 findings=() n
+  n=$(find "$dir/blobs/tmp" -type f | wc -l)
+  [ "$n" -eq 0 ] || findings+=("$n file(s) left in BLOBS/tmp")
+  n=$(find "$dir/blobs" -mindepth 2 -maxdepth 2 -type f -path "$dir/blobs/[0-9a-f][0-9a-f]/*" | wc -l)
+  [ "$n" -eq "$ENTRIES" ] || findings+=("$n blobs for $ENTRIES entries")
+  n=$(stat -c %s "$dir/leveldb/index")
+  [ "$n" -eq $((ENTRIES * 65)) ] || findings+=("index of $n bytes for $ENTRIES entries")
+  local odd
+  odd=$(find "$dir/blobs" "$dir/leveldb" -mindepth 1 -regextype posix-extended \
+          ! -path "$dir/blobs/tmp" ! -regex "$dir/blobs/[0-9a-f]{2}(/[0-9a-f]{62})?" \
+          ! -name LOCK ! -path "$dir/leveldb/index" ! -path "$dir/leveldb/journal" -printf '%P\n' |
+        head -n 5 | tr '\n' ' ')
+  [ -z "$odd" ] || findings+=("unexpected: $odd")
+  if [ ${#findings[@]} -eq 0 ]; then echo ok; else (IFS=';'; echo "${findings[*]}"); fi
+}
+
+# statfs of the mount: used bytes, available bytes (for a non-root user), used inodes, free inodes.
+fs_used()   { sync -f "$MNT"; stat -f -c '%S %b %f' "$MNT" | awk '{ printf "%d", $1 * ($2 - $3) }'; }
+fs_avail()  { stat -f -c '%S %a' "$MNT" | awk '{ printf "%d", $1 * $2 }'; }
+fs_iused()  { stat -f -c '%c %d' "$MNT" | awk '{ printf "%d", $1 - $2 }'; }
+fs_ifree()  { stat -f -c '%d' "$MNT"; }
+
+ROWS=()
+# row NAME SIZE ADDED_BYTES INODES_PER_ENTRY JOURNAL_BYTES EMPTY_BYTES AVAIL_BYTES IFREE CHECK
+# AVAIL_BYTES: free for the store once the empty store (journal included) is there; IFREE: free
+# inodes then ("-" where inodes are not fixed). Entries that fit: the smaller of the two limits.
+row() {
+  local name=$1 size=$2 per ipe=$4 journal=$5 empty=$6 avail=$7 ifree=$8 check=$9
+  local fit
+  per=$(awk -v a="$3" -v n="$ENTRIES" 'BEGIN { printf "%.1f", a / n }')
+  fit=$(awk -v a="$avail" -v p="$per" -v f="$ifree" -v i="$ipe" 'BEGIN {
+          n = (p > 0) ? a / p : 0
+          if (f != "-" && i > 0 && f / i < n) { n = f / i; lim = " (inodes)" }
+          printf "%d%s", n, lim }')
+  ROWS+=("$(awk -v n="$name" -v s="$size" -v p="$per" -v j="$journal" -v e="$empty" \
+              -v a="$avail" -v f="$fit" -v c="$check" 'BEGIN {
+          printf "| %s | %d | %.0f | %.1fx | %.1f MiB | %.0f KiB | %.1f MB | %s | %s |",
+                 n, s, p, p / s, j / 1048576, e / 1024, a / 1e6, f, c }')")
+  echo "  => ${ROWS[-1]}" >&2
+}
+
+# ---- mounted cases --------------------------------------------------------------------------
+mounted_case() {  # mounted_case NAME SIZE MKFS_COMMAND...
+  local name=$1 size=$2; shift 2
+  local img=$WORK/image
+  rm -f "$img"; truncate -s "${IMAGE_MB}M" "$img"
+  "$@" "$img" >"$WORK/mkfs.log" 2>&1 || { cat "$WORK/mkfs.log" >&2; exit 1; }
+  LOOP=$(losetup -f --show "$img")
+  mount "$LOOP" "$MNT"
+  local store=$MNT/store
+  mkdir -p "$store"
+  used0=$(fs_used)
+  mounted_hook() {
+    if [ "$1" = B ]; then
+      usedB=$(fs_used); iusedB=$(fs_iused); availB=$(fs_avail); ifreeB=$(fs_ifree)
+      journal=$(stat -c '%b %B' "$store/leveldb/journal" | awk '{ print $1 * $2 }')
+    else
+      usedC=$(fs_used); iusedC=$(fs_iused)
+      blob_blocks=$(find "$store/blobs" -type f -printf '%b\n' | awk '{ s += $1 } END { print s * 512 }')
+    fi
+  }
+  fill "$store" "$size" mounted_hook
+  local check per ipe ifree
+  check=$(check_store "$store")
+  per=$(( (usedC - usedB) / ENTRIES ))
+  ipe=$(awk -v a="$iusedC" -v b="$iusedB" -v n="$ENTRIES" 'BEGIN { printf "%.2f", (a - b) / n }')
+  ifree=$ifreeB
+  case "$name" in btrfs*) ifree=-;; esac  # btrfs makes inodes as it needs them
+  echo "  $name $size: used before store $used0, empty store $usedB, after $usedC;" \
+       "blob st_blocks per entry $((blob_blocks / ENTRIES)); inodes per entry $ipe" >&2
+  if [[ $name == btrfs* ]]; then btrfs filesystem df "$MNT" | sed 's/^/  /' >&2; fi
+  row "$name" "$size" "$((usedC - usedB))" "$ipe" "$journal" "$((usedB - used0 - journal))" \
+      "$availB" "$ifree" "$check"
+  umount "$MNT"; losetup -d "$LOOP"; LOOP=
+  rm -f "$img"
+}
+
+# ---- offline cases: the store on a scratch directory, copied into a fresh image -------------
+f2fs_image() {  # f2fs_image DIR: valid blocks and free bytes of a fresh image holding DIR
+  local img=$WORK/image out
+  rm -f "$img"; truncate -s "${IMAGE_MB}M" "$img"
+  mkfs.f2fs -q "$img" >/dev/null
+  sload.f2fs -f "$1" "$img" >/dev/null 2>&1
+  out=$(fsck.f2fs "$img" 2>&1)
+  rm -f "$img"
+  local blocks free_mb
+  blocks=$(sed -n 's/.*valid_block_count matching with CP.*\[0x\([0-9a-f]*\)\].*/\1/p' <<<"$out")
+  free_mb=$(sed -n 's/.*Free space: \([0-9]*\) MB.*/\1/p' <<<"$out")
+  inodes=$(sed -n 's/.*valid_inode_count matched with CP.*\[0x\([0-9a-f]*\)\].*/\1/p' <<<"$out")
+  echo "$((16#$blocks * 4096)) $((free_mb * 1048576)) $((16#$inodes))"
+}
+ext4_image() {  # ext4_image DIR MKFS_OPTIONS...: used bytes, free bytes, used inodes of mke2fs -d
+  local dir=$1 img=$WORK/image out; shift
+  rm -f "$img"; truncate -s "${IMAGE_MB}M" "$img"
+  mkfs.ext4 -q -F "$@" -d "$dir" "$img" >/dev/null
+  out=$(dumpe2fs -h "$img" 2>/dev/null)
+  rm -f "$img"
+  awk -F: '/^Block count/ { b = $2 } /^Free blocks/ { f = $2 } /^Block size/ { s = $2 }
+           /^Reserved block count/ { r = $2 } /^Inode count/ { i = $2 } /^Free inodes/ { fi = $2 }
+           END { printf "%d %d %d\n", (b - f) * s, (f - r) * s, i - fi }' <<<"$out"
+}
+
+offline_case() {  # offline_case NAME SIZE
+  local name=$1 size=$2 store=$WORK/scratch-store snapB=$WORK/snapshot
+  rm -rf "$store" "$snapB"; mkdir -p "$store"
+  offline_hook() {
+    if [ "$1" = B ]; then
+      mkdir -p "$snapB"; cp -a "$store" "$snapB/store"
+      journal=$(stat -c %s "$store/leveldb/journal")
+      # Left out of the images: mke2fs -d makes its zeros a hole, sload.f2fs writes them. On a
+      # mounted file system the server writes it whole, so it takes its size.
+      rm "$snapB/store/leveldb/journal"
+    fi
+  }
+  fill "$store" "$size" offline_hook
+  local check usedB availB iB usedC iC ipe empty ifree
+  check=$(check_store "$store")
+  rm "$store/leveldb/journal"
+  local empty_root=$WORK/empty-root; rm -rf "$empty_root"; mkdir -p "$empty_root"
+  case "$name" in
+    f2fs)
+      read -r used0 _ _ < <(f2fs_image "$empty_root")
+      read -r usedB availB iB < <(f2fs_image "$snapB")
+      mkdir -p "$WORK/full"; mv "$store" "$WORK/full/store"
+      read -r usedC _ iC < <(f2fs_image "$WORK/full")
+      ifree=-  # f2fs makes inodes (node blocks) as it needs them
+      ;;
+    ext4-4k-offline)
+      read -r used0 _ _ < <(ext4_image "$empty_root" -b 4096)
+      read -r usedB availB iB < <(ext4_image "$snapB" -b 4096)
+      mkdir -p "$WORK/full"; mv "$store" "$WORK/full/store"
+      read -r usedC _ iC < <(ext4_image "$WORK/full" -b 4096)
+      ifree=$(( (IMAGE_MB * 1048576 / 4096) - iB ))  # mke2fs's small-fs inode ratio: 4096 bytes
+      ;;
+  esac
+  rm -rf "$WORK/full" "$snapB" "$empty_root"
+  ipe=$(awk -v a="$iC" -v b="$iB" -v n="$ENTRIES" 'BEGIN { printf "%.2f", (a - b) / n }')
+  echo "  $name $size: used empty image $used0, empty store $usedB, after $usedC; inodes per entry $ipe" >&2
+  row "$name" "$size" "$((usedC - usedB))" "$ipe" "$journal" "$((usedB - used0))" \
+      "$((availB - journal))" "$ifree" "$check"
+}
+
+# ---- the cases --------------------------------------------------------------------------------
+run_case() {  # run_case NAME SIZE
+  case "$1" in
+    ext4-4k)           mounted_case "$1" "$2" mkfs.ext4 -q -F -b 4096 ;;
+    ext4-1k)           mounted_case "$1" "$2" mkfs.ext4 -q -F -b 1024 ;;
+    ext4-inline)       mounted_case "$1" "$2" mkfs.ext4 -q -F -b 4096 -O inline_data ;;
+    ext4-inline-i1024) mounted_case "$1" "$2" mkfs.ext4 -q -F -b 4096 -O inline_data -I 1024 ;;
+    ext4-inline-i2048) mounted_case "$1" "$2" mkfs.ext4 -q -F -b 4096 -O inline_data -I 2048 -i 8192 ;;
+    btrfs)             mounted_case "$1" "$2" mkfs.btrfs -q -f ;;
+    btrfs-msingle)     mounted_case "$1" "$2" mkfs.btrfs -q -f -m single ;;
+    f2fs|ext4-4k-offline) offline_case "$1" "$2" ;;
+    *) echo "disk_usage: unknown case $1 (cases: $ALL_CASES)" >&2; exit 2 ;;
+  esac
+}
+
+echo "disk_usage: $ENTRIES entries per case, ${IMAGE_MB} MiB images, commit" \
+     "$(git rev-parse --short HEAD 2>/dev/null || echo '?'), kernel $(uname -r), $(date -u +%F)" >&2
+for c in $CASES; do
+  for s in $SIZES; do
+    echo "== $c, $s-byte entries" >&2
+    run_case "$c" "$s"
+  done
+done
+
+echo
+echo "Commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(uname -srm), $(date -u '+%F %H:%M UTC');" \
+     "$ENTRIES entries per row, ${IMAGE_MB} MiB images."
+echo
+echo "| file system | entry bytes | disk bytes per entry | ratio | journal | empty store without journal | free after empty store | entries that fit | store check |"
+echo "|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
