@@ -16,8 +16,12 @@
 #   DISK_ENTRIES   entries per case (default 10000)
 #   DISK_SIZES     canonical entry sizes in bytes (default "100 1024")
 #   DISK_CASES     which cases to run (default: all, in the order below)
+#   DISK_FULL      case:size pairs also filled until writes fail, to count the entries that
+#                  really fit and see what a full disk leaves (default "ext4-1k:100
+#                  ext4-1k-inline-i1024:100 ext4-1k-i2048:1024 btrfs-msingle:100"; empty: none)
 #   IMAGE_MB       image size in MiB (default 256)
 #   SERVER         server binary (default ./tcp-log-server, built with make)
+#   DISK_UID       uid and gid the server runs as (default 65534, nobody)
 #
 # After each case the store is checked for space our code should not use: files left in
 # BLOBS/tmp, names other than the layout's, an index that is not 65 bytes per entry, a blob
@@ -28,17 +32,21 @@ cd "$(dirname "$0")/.."
 ENTRIES=${DISK_ENTRIES:-10000}
 SIZES=${DISK_SIZES:-100 1024}
 IMAGE_MB=${IMAGE_MB:-256}
+RUN_AS=${DISK_UID:-65534}  # the server runs as this uid and gid, as a service would (not root)
 SERVER=${SERVER:-./tcp-log-server}
 CXX=${CXX:-g++}
-ALL_CASES="ext4-4k ext4-1k ext4-inline ext4-inline-i1024 ext4-inline-i2048 btrfs btrfs-msingle f2fs ext4-4k-offline"
-CASES=${DISK_CASES:-$ALL_CASES}
+ALL_CASES="ext4-4k ext4-1k ext4-1k-i2048 ext4-inline ext4-inline-i1024 ext4-inline-i2048 ext4-1k-inline-i1024
+           btrfs btrfs-msingle f2fs ext4-4k-offline"
+CASES=${DISK_CASES-$ALL_CASES}
+FULL=${DISK_FULL-ext4-1k:100 ext4-1k-inline-i1024:100 ext4-1k-i2048:1024 btrfs-msingle:100}
 
 if [ "$(id -u)" != 0 ]; then echo "disk_usage: run as root (it loop-mounts images)" >&2; exit 1; fi
-for tool in mkfs.ext4 mkfs.btrfs mkfs.f2fs sload.f2fs fsck.f2fs dumpe2fs losetup; do
+for tool in mkfs.ext4 mkfs.btrfs mkfs.f2fs sload.f2fs fsck.f2fs dumpe2fs losetup setpriv; do
   command -v "$tool" >/dev/null || { echo "disk_usage: $tool is missing" >&2; exit 1; }
 done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tcp-log-disk.XXXXXX")
+chmod 755 "$WORK"
 MNT=$WORK/mnt
 LOOP=
 SERVER_PID=
@@ -57,10 +65,12 @@ SERVER=$(cd "$(dirname "$SERVER")" && pwd)/$(basename "$SERVER")
 BENCH=$WORK/write_bench
 "$CXX" -O2 -std=c++17 -Wall -Wextra -o "$BENCH" test/write_bench.cpp
 
-# start_server DIR: a server with BLOBS and LEVELDB under DIR, on a free loopback port; sets PORT.
+# start_server DIR: a server, run as RUN_AS (not root: ext4 keeps its reserved blocks from it), with BLOBS and LEVELDB under DIR, on a free loopback port; sets PORT.
 start_server() {
   local dir=$1
-  (cd "$dir" && exec env PORT=0 HOST=127.0.0.1 SYNC=always LOG_LEVEL=info \
+  chown "$RUN_AS:$RUN_AS" "$dir"
+  (cd "$dir" && exec setpriv --reuid="$RUN_AS" --regid="$RUN_AS" --clear-groups \
+     env PORT=0 HOST=127.0.0.1 SYNC=always LOG_LEVEL=info \
      BLOBS="$dir/blobs" LEVELDB="$dir/leveldb" "$SERVER") >>"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   PORT=
@@ -75,15 +85,21 @@ start_server() {
   cat "$WORK/server.log" >&2
   exit 1
 }
-# stop_server: SIGTERM (a clean stop: last checkpoint, journal emptied), at most 60 s.
+# stop_server [any]: SIGTERM (a clean stop: last checkpoint, journal emptied), at most 60 s. Its
+# exit status must be 0 unless "any" is given; it is left in STOP_STATUS.
 stop_server() {
   kill -TERM "$SERVER_PID"
   for _ in $(seq 1 600); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$SERVER_PID" 2>/dev/null; then
     echo "disk_usage: server did not stop within 60 s" >&2; exit 1
   fi
-  wait "$SERVER_PID" || { echo "disk_usage: server exited with status $?" >&2; exit 1; }
+  STOP_STATUS=0
+  wait "$SERVER_PID" || STOP_STATUS=$?
   SERVER_PID=
+  if [ "$STOP_STATUS" -ne 0 ] && [ "${1:-}" != any ]; then
+    echo "disk_usage: server exited with status $STOP_STATUS; its log:" >&2
+    cat "$WORK/server.log" >&2; exit 1
+  fi
   : >"$WORK/server.log"
 }
 
@@ -124,32 +140,52 @@ fs_iused()  { stat -f -c '%c %d' "$MNT" | awk '{ printf "%d", $1 - $2 }'; }
 fs_ifree()  { stat -f -c '%d' "$MNT"; }
 
 ROWS=()
-# row NAME SIZE ADDED_BYTES INODES_PER_ENTRY JOURNAL_BYTES EMPTY_BYTES AVAIL_BYTES IFREE CHECK
-# AVAIL_BYTES: free for the store once the empty store (journal included) is there; IFREE: free
-# inodes then ("-" where inodes are not fixed). Entries that fit: the smaller of the two limits.
+# row NAME SIZE ADDED_BYTES INODES_PER_ENTRY INODE_BYTES JOURNAL_BYTES JOURNAL_AFTER EMPTY_BYTES
+#     AVAIL_BYTES IFREE CHECK
+# ADDED_BYTES: used after the entries less used before, the journal left out of both;
+# INODE_BYTES: the size of an ext4 inode, whose table mke2fs allocates in advance (0 elsewhere:
+# btrfs and f2fs allocate inodes as they go, inside ADDED_BYTES); JOURNAL_AFTER: what the journal
+# took once the entries were written (btrfs copies on write); AVAIL_BYTES: free for a non-root
+# user once the empty store (journal included) is there; IFREE: free inodes then ("-" where
+# inodes are not fixed). Entries that fit: the smaller of the two limits.
 row() {
-  local name=$1 size=$2 per ipe=$4 journal=$5 empty=$6 avail=$7 ifree=$8 check=$9
-  local fit
+  local name=$1 size=$2 ipe=$4 isz=$5 journal=$6 journal_after=$7 empty=$8 avail=$9 ifree=${10} check=${11}
+  local per fit
   per=$(awk -v a="$3" -v n="$ENTRIES" 'BEGIN { printf "%.1f", a / n }')
   fit=$(awk -v a="$avail" -v p="$per" -v f="$ifree" -v i="$ipe" 'BEGIN {
           n = (p > 0) ? a / p : 0
           if (f != "-" && i > 0 && f / i < n) { n = f / i; lim = " (inodes)" }
           printf "%d%s", n, lim }')
-  ROWS+=("$(awk -v n="$name" -v s="$size" -v p="$per" -v j="$journal" -v e="$empty" \
-              -v a="$avail" -v f="$fit" -v c="$check" 'BEGIN {
-          printf "| %s | %d | %.0f | %.1fx | %.1f MiB | %.0f KiB | %.1f MB | %s | %s |",
-                 n, s, p, p / s, j / 1048576, e / 1024, a / 1e6, f, c }')")
+  ROWS+=("$(awk -v n="$name" -v s="$size" -v p="$per" -v i="$ipe" -v z="$isz" -v j="$journal" \
+              -v ja="$journal_after" -v e="$empty" -v a="$avail" -v f="$fit" -v c="$check" 'BEGIN {
+          inode = (z > 0) ? sprintf("%.0f (%.1fx)", p + i * z, (p + i * z) / s) : "-"
+          printf "| %s | %d | %.0f | %.1fx | %s | %.1f / %.1f MiB | %.0f KiB | %.1f MB | %s | %s |",
+                 n, s, p, p / s, inode, j / 1048576, ja / 1048576, e / 1024, a / 1e6, f, c }')")
   echo "  => ${ROWS[-1]}" >&2
 }
 
 # ---- mounted cases --------------------------------------------------------------------------
-mounted_case() {  # mounted_case NAME SIZE MKFS_COMMAND...
-  local name=$1 size=$2; shift 2
+mount_image() {  # mount_image MKFS_COMMAND...: a fresh image, formatted and mounted on MNT
   local img=$WORK/image
   rm -f "$img"; truncate -s "${IMAGE_MB}M" "$img"
   "$@" "$img" >"$WORK/mkfs.log" 2>&1 || { cat "$WORK/mkfs.log" >&2; exit 1; }
   LOOP=$(losetup -f --show "$img")
   mount "$LOOP" "$MNT"
+}
+unmount_image() {
+  umount "$MNT"; losetup -d "$LOOP"; LOOP=
+  rm -f "$WORK/image"
+}
+inode_bytes() {  # the inode size of the ext4 on LOOP, 0 for other file systems
+  case "$(findmnt -n -o FSTYPE "$MNT")" in
+    ext4) dumpe2fs -h "$LOOP" 2>/dev/null | sed -n 's/^Inode size:[[:space:]]*//p' ;;
+    *) echo 0 ;;
+  esac
+}
+
+mounted_case() {  # mounted_case NAME SIZE MKFS_COMMAND...
+  local name=$1 size=$2; shift 2
+  mount_image "$@"
   local store=$MNT/store
   mkdir -p "$store"
   used0=$(fs_used)
@@ -163,19 +199,22 @@ mounted_case() {  # mounted_case NAME SIZE MKFS_COMMAND...
     fi
   }
   fill "$store" "$size" mounted_hook
-  local check per ipe ifree
+  local check ipe ifree usedD
   check=$(check_store "$store")
-  per=$(( (usedC - usedB) / ENTRIES ))
+  # What the journal really holds now: on btrfs an overwrite is written elsewhere and the old
+  # extent stays allocated while any of it is still referenced.
+  rm "$store/leveldb/journal"
+  usedD=$(fs_used)
   ipe=$(awk -v a="$iusedC" -v b="$iusedB" -v n="$ENTRIES" 'BEGIN { printf "%.2f", (a - b) / n }')
   ifree=$ifreeB
   case "$name" in btrfs*) ifree=-;; esac  # btrfs makes inodes as it needs them
-  echo "  $name $size: used before store $used0, empty store $usedB, after $usedC;" \
-       "blob st_blocks per entry $((blob_blocks / ENTRIES)); inodes per entry $ipe" >&2
+  echo "  $name $size: used before store $used0, empty store $usedB, after $usedC," \
+       "after without the journal $usedD; blob st_blocks per entry $((blob_blocks / ENTRIES));" \
+       "inodes per entry $ipe" >&2
   if [[ $name == btrfs* ]]; then btrfs filesystem df "$MNT" | sed 's/^/  /' >&2; fi
-  row "$name" "$size" "$((usedC - usedB))" "$ipe" "$journal" "$((usedB - used0 - journal))" \
-      "$availB" "$ifree" "$check"
-  umount "$MNT"; losetup -d "$LOOP"; LOOP=
-  rm -f "$img"
+  row "$name" "$size" "$((usedD - (usedB - journal)))" "$ipe" "$(inode_bytes)" "$journal" \
+      "$((usedC - usedD))" "$((usedB - used0 - journal))" "$availB" "$ifree" "$check"
+  unmount_image
 }
 
 # ---- offline cases: the store on a scratch directory, copied into a fresh image -------------
@@ -239,22 +278,75 @@ offline_case() {  # offline_case NAME SIZE
   rm -rf "$WORK/full" "$snapB" "$empty_root"
   ipe=$(awk -v a="$iC" -v b="$iB" -v n="$ENTRIES" 'BEGIN { printf "%.2f", (a - b) / n }')
   echo "  $name $size: used empty image $used0, empty store $usedB, after $usedC; inodes per entry $ipe" >&2
-  row "$name" "$size" "$((usedC - usedB))" "$ipe" "$journal" "$((usedB - used0))" \
+  local isz=0
+  [ "$name" = f2fs ] || isz=256  # mke2fs's default inode size
+  row "$name" "$size" "$((usedC - usedB))" "$ipe" "$isz" "$journal" "$journal" "$((usedB - used0))" \
       "$((availB - journal))" "$ifree" "$check"
 }
 
+# ---- filled to the end: how many entries really fit, and what a full disk leaves behind ------
+FILLED=()
+full_case() {  # full_case NAME SIZE MKFS_COMMAND...
+  local name=$1 size=$2; shift 2
+  mount_image "$@"
+  local store=$MNT/store total=0 line confirmed round
+  mkdir -p "$store"
+  start_server "$store"
+  for round in $(seq 1 400); do  # at most 400 x 5,000 entries
+    line=$(timeout 600 "$BENCH" --port "$PORT" --mode write --conns 1 --window 64 --size "$size" \
+           --writes 5000) && status=0 || status=$?
+    confirmed=$(tr ' ' '\n' <<<"$line" | sed -n 's/^confirmed=//p')
+    total=$((total + ${confirmed:-0}))
+    [ "$status" -eq 0 ] || break
+  done
+  echo "  last round: $line" >&2
+  local why
+  why=$(grep -o '"error":"[^"]*"' "$WORK/server.log" | head -n 1 | sed -E 's#"error":"##; s#"$##; s#/[^ :]+##g' || true)
+  echo "  first error: $why" >&2
+  local avail ifree
+  avail=$(fs_avail); ifree=$(fs_ifree)
+  stop_server any
+  local stop1=$STOP_STATUS head tmp restart
+  tmp=$(find "$store/blobs/tmp" -type f | wc -l)
+  head=$(( $(stat -c %s "$store/leveldb/index") / 65 ))
+  # The store must open again on the full disk, with every confirmed entry.
+  start_server "$store"
+  restart=$(grep '"msg":"listening"' "$WORK/server.log" | sed -n 's/.*"head":\([0-9]*\).*/\1/p')
+  stop_server any
+  local blobs
+  blobs=$(find "$store/blobs" -mindepth 2 -maxdepth 2 -type f -path "$store/blobs/[0-9a-f][0-9a-f]/*" | wc -l)
+  echo "  $name $size: $total confirmed, index head $head, $blobs blobs, $tmp in BLOBS/tmp," \
+       "first stop status $stop1, head after restart ${restart:-?}, then free $avail bytes, $ifree inodes" >&2
+  FILLED+=("$(awk -v n="$name" -v s="$size" -v t="$total" -v h="$head" -v b="$blobs" -v x="$tmp" \
+                -v a="$avail" -v i="$ifree" -v r="${restart:-?}" -v w="$why" 'BEGIN {
+      printf "| %s | %d | %d | %s | %.1f MB, %d inodes | %d blobs, %d in tmp | %s |",
+             n, s, t, r, a / 1e6, i, b, x, w }')")
+  echo "  => ${FILLED[-1]}" >&2
+  unmount_image
+}
+
 # ---- the cases --------------------------------------------------------------------------------
+mkfs_of() {  # mkfs_of NAME: the command that formats a mounted case's image
+  case "$1" in
+    ext4-4k)           echo mkfs.ext4 -q -F -b 4096 ;;
+    ext4-1k)           echo mkfs.ext4 -q -F -b 1024 ;;
+    ext4-inline)       echo mkfs.ext4 -q -F -b 4096 -O inline_data ;;
+    ext4-inline-i1024) echo mkfs.ext4 -q -F -b 4096 -O inline_data -I 1024 ;;
+    ext4-inline-i2048) echo mkfs.ext4 -q -F -b 4096 -O inline_data -I 2048 -i 8192 ;;
+    ext4-1k-i2048)     echo mkfs.ext4 -q -F -b 1024 -i 2048 ;;
+    ext4-1k-inline-i1024) echo mkfs.ext4 -q -F -b 1024 -O inline_data -i 1024 ;;
+    btrfs)             echo mkfs.btrfs -q -f ;;
+    btrfs-msingle)     echo mkfs.btrfs -q -f -m single ;;
+    *) return 1 ;;
+  esac
+}
 run_case() {  # run_case NAME SIZE
   case "$1" in
-    ext4-4k)           mounted_case "$1" "$2" mkfs.ext4 -q -F -b 4096 ;;
-    ext4-1k)           mounted_case "$1" "$2" mkfs.ext4 -q -F -b 1024 ;;
-    ext4-inline)       mounted_case "$1" "$2" mkfs.ext4 -q -F -b 4096 -O inline_data ;;
-    ext4-inline-i1024) mounted_case "$1" "$2" mkfs.ext4 -q -F -b 4096 -O inline_data -I 1024 ;;
-    ext4-inline-i2048) mounted_case "$1" "$2" mkfs.ext4 -q -F -b 4096 -O inline_data -I 2048 -i 8192 ;;
-    btrfs)             mounted_case "$1" "$2" mkfs.btrfs -q -f ;;
-    btrfs-msingle)     mounted_case "$1" "$2" mkfs.btrfs -q -f -m single ;;
     f2fs|ext4-4k-offline) offline_case "$1" "$2" ;;
-    *) echo "disk_usage: unknown case $1 (cases: $ALL_CASES)" >&2; exit 2 ;;
+    *) local cmd
+       cmd=$(mkfs_of "$1") || { echo "disk_usage: unknown case $1 (cases: $ALL_CASES)" >&2; exit 2; }
+       # shellcheck disable=SC2086
+       mounted_case "$1" "$2" $cmd ;;
   esac
 }
 
@@ -267,10 +359,25 @@ for c in $CASES; do
   done
 done
 
+for f in $FULL; do
+  echo "== $f: filled until writes fail" >&2
+  cmd=$(mkfs_of "${f%:*}") || { echo "disk_usage: unknown case ${f%:*}" >&2; exit 2; }
+  # shellcheck disable=SC2086
+  full_case "${f%:*}" "${f#*:}" $cmd
+done
+
 echo
 echo "Commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(uname -srm), $(date -u '+%F %H:%M UTC');" \
      "$ENTRIES entries per row, ${IMAGE_MB} MiB images."
 echo
-echo "| file system | entry bytes | disk bytes per entry | ratio | journal | empty store without journal | free after empty store | entries that fit | store check |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| file system | entry bytes | disk bytes per entry | ratio | with its ext4 inode | journal: empty store / after | empty store without journal | free after empty store | entries that fit | store check |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
+if [ ${#FILLED[@]} -gt 0 ]; then
+  echo
+  echo "Filled until writes fail (default journal), on ${IMAGE_MB} MiB images:"
+  echo
+  echo "| file system | entry bytes | entries confirmed | head after restart | left free | store | first error |"
+  echo "|---|---|---|---|---|---|---|"
+  printf '%s\n' "${FILLED[@]}"
+fi
