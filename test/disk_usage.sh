@@ -3,19 +3,22 @@
 # per entry"). Run as root: bash test/disk_usage.sh (or make disk-usage). Not part of make test.
 #
 # Each case makes a fresh image file (IMAGE_MB, in a temporary directory), starts the real
-# server on it over loopback (SYNC=always, the default journal), stops it cleanly, and counts
-# the file system's used blocks (B); starts it again, writes ENTRIES unique entries of SIZE
-# canonical bytes with test/write_bench (one connection, 64 in flight), stops it and counts
-# again (C). Per entry: (C - B) / ENTRIES, so the journal, which the empty store already holds
-# whole, is left out of it and reported on its own. ext4 and btrfs are loop-mounted; f2fs,
-# which this kernel may not mount, is built offline: the store is written on a scratch
-# directory by the same server, then copied into a fresh image with sload.f2fs, once empty (B)
-# and once full (C), and fsck.f2fs reads the valid blocks. ext4 is built offline too (mke2fs -d)
-# as a cross-check of the mounted figure.
+# server on it over loopback (SYNC=always, the default journal, as DISK_UID), stops it cleanly,
+# and counts the file system's used blocks (B); starts it again, writes ENTRIES unique entries
+# of SIZE canonical bytes with test/write_bench (one connection, 64 in flight), stops it and
+# counts again (C); then removes the journal and counts once more (D). Per entry:
+# (D - (B - journal)) / ENTRIES, so the journal, written whole before the first entry, is left
+# out and reported on its own (C - D is what it took after the run: more than its size on
+# btrfs, which copies on write). ext4 and btrfs are loop-mounted; f2fs, which this kernel may
+# not mount, is built offline: the store is written on a scratch directory by the same server,
+# then copied without its journal into a fresh image with sload.f2fs, once empty (B) and once
+# full (C), and fsck.f2fs reads the valid blocks. The case ext4-4k-offline does the same with
+# mke2fs -d, as a cross-check of the mounted figure. The cases in DISK_FULL are then filled
+# until writes fail, and the store is opened again.
 #
 #   DISK_ENTRIES   entries per case (default 10000)
 #   DISK_SIZES     canonical entry sizes in bytes (default "100 1024")
-#   DISK_CASES     which cases to run (default: all, in the order below)
+#   DISK_CASES     which cases to run (default: all in ALL_CASES but ext4-4k-offline)
 #   DISK_FULL      case:size pairs also filled until writes fail, to count the entries that
 #                  really fit and see what a full disk leaves (default "ext4-1k:100
 #                  ext4-1k-inline-i1024:100 ext4-1k-i2048:1024 btrfs-msingle:100"; empty: none)
@@ -294,10 +297,10 @@ FILLED=()
 full_case() {  # full_case NAME SIZE MKFS_COMMAND...
   local name=$1 size=$2; shift 2
   mount_image "$@"
-  local store=$MNT/store total=0 line confirmed round
+  local store=$MNT/store total=0 line confirmed status
   mkdir -p "$store"
   start_server "$store"
-  for round in $(seq 1 400); do  # at most 400 x 5,000 entries
+  for _ in $(seq 1 400); do  # at most 400 x 5,000 entries
     line=$(timeout 600 "$BENCH" --port "$PORT" --mode write --conns 1 --window 64 --size "$size" \
            --writes 5000) && status=0 || status=$?
     confirmed=$(tr ' ' '\n' <<<"$line" | sed -n 's/^confirmed=//p')
