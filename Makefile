@@ -342,3 +342,12 @@ test-cross: cross-deps $(CROSS_DIR)/tcp-log-server $(CROSS_DIR)/qemu-tcp-log-ser
 	  echo "== $(ARCH): $$t (under $(CROSS_QEMU))"; \
 	  $(CROSS_QEMU) ./$(CROSS_TEST_DIR)/$${t}_test --test-case-exclude="$(CROSS_EXCLUDE)"; \
 	done
+
+# Bytes on disk per entry on ext4, btrfs and f2fs images (doc/devices.md, "Disk space per entry"):
+# as root, with loop devices; not part of make test. DISK_ENTRIES, DISK_SIZES, DISK_CASES, IMAGE_MB.
+.PHONY: disk-usage
+disk-usage: tcp-log-server
+	$(call need_package,mkfs.ext4,e2fsprogs)
+	$(call need_package,mkfs.btrfs,btrfs-progs)
+	$(call need_package,sload.f2fs,f2fs-tools)
+	bash test/disk_usage.sh
