@@ -32,7 +32,7 @@ notify.o: notify.cpp notify.hpp
 run: tcp-log-server
 	./tcp-log-server
 
-# A fully static, stripped binary for a small device (README, "A static binary"): no shared
+# A fully static, stripped binary for a small device (doc/operations.md, "A static binary"): no shared
 # library and no NSS. -Os and section garbage collection keep it under 1 MiB; the server never
 # looks a name up, and --fatal-warnings turns glibc's link-time warning about a function that
 # would need NSS (getaddrinfo, getpwnam, ...) into an error. Its objects are built apart, in
@@ -112,7 +112,7 @@ crash-soak: tcp-log-server test/durability_test
 crash-states: tcp-log-server test/crash_states_test
 	CRASH_STATES=full ./test/crash_states_test
 
-# Write and read throughput over loopback; figures in the README's Performance section.
+# Write and read throughput over loopback; figures in doc/performance.md.
 bench: tcp-log-server bench-deps
 	bash test/bench.sh
 
@@ -132,7 +132,7 @@ interop: tcp-log-server test/json_canonical
 test/json_canonical: test/json_canonical.cpp json.hpp
 	$(CXX) $(CXXFLAGS) -I. -o $@ $<
 
-# Moving from the Node.js server (README): make migrate BLOBS=dir LEVELDB=dir [ACCEPT_DAMAGED=1].
+# Moving from the Node.js server (doc/migrating.md): make migrate BLOBS=dir LEVELDB=dir [ACCEPT_DAMAGED=1].
 # The variables reach the tool through its environment, so any directory name works unquoted;
 # relative names are taken from the directory make runs in. Its npm packages (the LevelDB
 # reader, pinned by migrate/package-lock.json) are installed here once, with npm ci.
@@ -151,7 +151,7 @@ $(INTEROP_DEPS): test/interop/package.json test/interop/package-lock.json
 migrate-test: tcp-log-server $(MIGRATE_DEPS) $(INTEROP_DEPS)
 	cd test/interop && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server npm run --silent test:migrate
 
-# ---- Fuzzing, sanitizers and the model-based test (README, "Fuzzing and sanitizers") ---------
+# ---- Fuzzing, sanitizers and the model-based test (doc/hacking.md) ---------
 # The fuzz targets are libFuzzer entry points (AFL++ can drive the same ones). Built with g++,
 # without libFuzzer, each one replays its corpus (seeds and every input that once found a bug)
 # as part of make test; built with clang's libFuzzer, make fuzz runs each for FUZZ_SECONDS.

@@ -585,6 +585,19 @@ Status Store::open(const Options& options, std::vector<std::string>* warnings) {
   const Journal::Mode mode = options.check_only                 ? Journal::Mode::ReadOnly
                              : options.sync == SyncMode::Always ? Journal::Mode::Create
                                                                 : Journal::Mode::IfPresent;
+  if (!options.check_only) {
+    // Temp files of ours that a process killed while writing them left behind, which nothing
+    // names: a journal being created or resized (as large as the journal, enough to keep a
+    // small partition full) and a marker being replaced. They go, as BLOBS/tmp's do.
+    for (const char* name : {"journal.tmp", "UNSYNCED.tmp"}) {
+      const std::string path = options.index_dir + "/" + name;
+      struct stat st {};
+      if (::stat(path.c_str(), &st) != 0) continue;
+      if (::unlink(path.c_str()) != 0) return Status::Errno("cannot remove", path, errno);
+      warnings->push_back("removed " + path + " (" + std::to_string(st.st_size) +
+                          " bytes), left unfinished by an earlier run");
+    }
+  }
   uint64_t journal_bytes = options.journal_bytes;
   if (journal_bytes == 0) {
     struct statvfs fs {};

@@ -2,6 +2,8 @@
 #include "journal.hpp"
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -171,6 +173,17 @@ Status Journal::create(uint64_t bytes) {
   }
   int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Status::Errno("cannot create journal", tmp, errno);
+  // On a copy-on-write file system (btrfs) every append would go to new space while the old
+  // extent stays allocated: 8 MiB of journal took 12.5 MiB after 10,000 entries of 1 KiB. The
+  // journal overwrites its pages in place and checksums its own records, so it asks for no
+  // copy-on-write (taken only while the file is empty). Elsewhere the flag is refused or means
+  // nothing: either way nothing changes.
+  int flags = 0;
+  if (::ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 && !(flags & FS_NOCOW_FL)) {
+    flags |= FS_NOCOW_FL;
+    if (::ioctl(fd, FS_IOC_SETFLAGS, &flags) != 0) {
+    }
+  }
   std::string zeros(1 << 20, '\0');
   Status s;
   for (uint64_t at = 0; at < bytes && s.ok(); at += zeros.size()) {

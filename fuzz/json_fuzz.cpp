@@ -6,7 +6,7 @@
 //     sizes its output by that);
 //   - every string written through decode_string + write_string equals its canonical form;
 //   - every number's to_uint64 agrees with exact decimal arithmetic;
-//   - classify() decides what the README's rules decide, on the input and on its canonical form
+//   - classify() decides what the protocol's rules (doc/protocol.md) decide, on the input and on its canonical form
 //     alike (a write's id and canonical entry included).
 // A failed property prints what differs and aborts, so libFuzzer keeps the input.
 #include <cstddef>
@@ -69,13 +69,13 @@ std::string describe(const reference::Request& r) {
   return s;
 }
 
-// classify() on `text` must say what the README's rules say of the reference's tree.
+// classify() on `text` must say what the protocol's rules say of the reference's tree.
 void check_classify(std::string_view input, std::string_view text, const reference::Value& tree) {
   json::Document d;
   const Message m = classify(d, text);
   const reference::Request r = reference::classify(tree);
   const std::string ours = describe(d, m), theirs = describe(r);
-  if (ours != theirs) fail("classify() disagrees with the README's rules", input, ours, theirs);
+  if (ours != theirs) fail("classify() disagrees with the protocol's rules", input, ours, theirs);
 }
 
 }  // namespace

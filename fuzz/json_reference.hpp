@@ -1,7 +1,7 @@
 // A second, deliberately plain reading of the same rules as json.hpp and message.hpp, for the
 // fuzz targets to hold the real ones to: a recursive-descent parser into a tree whose strings are
 // UTF-16 code units (what JSON.parse makes of them), json-stable-stringify of that tree (numbers
-// as written), and the README's rules for what a line asks for. Nothing here is shared with
+// as written), and the protocol's rules (doc/protocol.md) for what a line asks for. Nothing here is shared with
 // json.hpp: where the two disagree on an input, one of them is wrong.
 #pragma once
 #include <algorithm>
@@ -22,7 +22,7 @@ struct Value {
   std::vector<std::pair<std::u16string, Value>> members;  // Object: in text order, repeats kept
 };
 
-constexpr int kMaxDepth = 512;  // containers nested deeper are refused (README, json.hpp)
+constexpr int kMaxDepth = 512;  // containers nested deeper are refused (doc/protocol.md, json.hpp)
 
 class Parser {
  public:
@@ -400,7 +400,7 @@ inline bool exact_uint63(const std::string& number, uint64_t* out) {
   return true;
 }
 
-// What a line asks for, by the README's rules (Protocol): a read is an object with an integer
+// What a line asks for, by the protocol's rules (doc/protocol.md): a read is an object with an integer
 // "from" >= 0 and, if "read" is there, an integer "read" >= 1; otherwise a write is an object
 // with a non-empty string "id" and an object or array "entry"; any other JSON is invalid.
 struct Request {

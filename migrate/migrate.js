@@ -4,7 +4,7 @@
 // reads the LevelDB in LEVELDB that orders the entries, checks every blob in BLOBS it names, and
 // writes LEVELDB/index, the C++ server's index, with one record per entry at the same index.
 // The LevelDB's files are only ever read (from a copy: LevelDB writes into any directory it
-// opens), and the index appears whole or not at all. README, "Moving from the Node.js server".
+// opens), and the index appears whole or not at all. doc/migrating.md.
 //
 //   make migrate BLOBS=dir LEVELDB=dir [ACCEPT_DAMAGED=1]
 //   node migrate.js --blobs dir --leveldb dir [--accept-damaged]

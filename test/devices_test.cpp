@@ -11,7 +11,7 @@
 //  - a directory listing that fails is an error, never the end of the directory (a half-read
 //    listing once let an unmigrated LevelDB directory pass for an empty one);
 //  - the journal's default size follows its file system, and a journal that cannot fit is one
-//    clear fatal line.
+//    clear fatal line; temp files a killed run left in LEVELDB do not keep a partition full.
 #include <sys/statvfs.h>
 
 #include "harness.hpp"
@@ -268,4 +268,28 @@ TEST_CASE("a directory listing that fails is an error, not the end of the direct
     CHECK_MESSAGE(r.out.find("cannot list directory " + (dir / "blobs/tmp") + ": Input/output error") !=
                       std::string::npos, r.output());
   }
+}
+
+TEST_CASE("temp files a killed run left in LEVELDB (a journal half created, a marker half replaced) are removed at start, with a warn line") {
+  TempDir dir;
+  {
+    ServerProcess server(dir.path());
+    small_journal(server);
+    server.start();
+    Client c(server.port());
+    write_ok(c, "a", numbered(1), 1);
+    CHECK(server.stop_term() == 0);
+  }
+  write_file(dir / "leveldb/journal.tmp", std::string(1 << 20, '\0'));
+  write_file(dir / "leveldb/UNSYNCED.tmp", "12");
+  ServerProcess server(dir.path());
+  small_journal(server);
+  server.start();
+  CHECK(::access((dir / "leveldb/journal.tmp").c_str(), F_OK) != 0);
+  CHECK(::access((dir / "leveldb/UNSYNCED.tmp").c_str(), F_OK) != 0);
+  auto warned = server.wait_for_log("left unfinished by an earlier run", 2);
+  CHECK(warned.size() == 2);
+  for (const auto& line : warned) CHECK_MESSAGE(line.find("\"level\":40") != std::string::npos, line);
+  CHECK(dump(server.port()) == std::vector<std::string>{entry_line(1, numbered(1)), kCurrent});
+  CHECK(server.stop_term() == 0);
 }

@@ -2,7 +2,7 @@
 // and every state the disk may hold after a crash. Knows nothing of tcp-log-server.
 //
 // =============================================================================================
-// THE PERSISTENCE MODEL (the README's "Durability" section repeats it; this is the one place
+// THE PERSISTENCE MODEL (doc/durability.md repeats it; this is the one place
 // the explorer encodes it). Conservative: where ext4 (data=ordered), xfs and btrfs differ, a
 // crash may leave whatever any of them may leave, and more.
 //

@@ -1,4 +1,4 @@
-// A reference model of the protocol (README, "Protocol" and "Replies in order") that checks what
+// A reference model of the protocol (doc/protocol.md, "Protocol" and "Replies in order") that checks what
 // a real server sends, line by line, over any number of connections, and the loopback plumbing
 // to drive one. Used by the model-based test (test/model_test.cpp) and by the protocol fuzz
 // target (fuzz/protocol_fuzz.cpp). No doctest here: a violation is reported as text, so that
@@ -121,7 +121,7 @@ inline Sent classify_line(std::string_view line) {
   return Sent::write(std::move(id), std::move(entry), shorten(line));
 }
 
-// Splits what one connection sends into messages as the README frames them: lines end at "\n",
+// Splits what one connection sends into messages as doc/protocol.md frames them: lines end at "\n",
 // a "\r" before it is dropped, blank lines (spaces, tabs, "\r") are ignored, a line longer than
 // MAX_MESSAGE_BYTES is too long as soon as that is certain, and after a half-close an unfinished
 // rest is a line. Nothing is framed after a too-long line: the server drops the connection's input.

@@ -883,7 +883,7 @@ TEST_CASE("a read during an unfinished batch read gets already reading") {
   CHECK(c.read_line() == head_line(2));
 }
 
-// ===== Replies in message order (README, "Replies in order") ==================================
+// ===== Replies in message order (doc/protocol.md, "Replies in order") ==================================
 
 namespace {
 // Three entries written by another connection, so that reads have something to catch up on.
