@@ -106,7 +106,7 @@ async function findStream (jsm, config, log) {
     // Created meanwhile by another forwarder with the same configuration: use it.
     if (/already in use/.test(error.message)) return await jsm.streams.info(config.stream)
     throw new FatalError(`cannot create stream ${config.stream} with ${config.replicas} replica(s) and file storage: ${error.message}` +
-      (/insufficient resources/.test(error.message) && config.replicas > 1 ? ` (a server with fewer than ${config.replicas} JetStream nodes needs --replicas 1)` : ''))
+      (/insufficient resources|non-clustered/.test(error.message) && config.replicas > 1 ? ` (a server with fewer than ${config.replicas} JetStream nodes needs --replicas 1)` : ''))
   }
 }
 
