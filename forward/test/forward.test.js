@@ -7,7 +7,8 @@
 //     messages 1..N, message i byte for byte entry i as the server serves it, no duplicate and no
 //     gap, and a JetStream consumer (the official client) reads them back in order;
 //   - a stream holding different data makes the forwarder refuse, naming both;
-//   - two forwarders at once still store each entry once;
+//   - two forwarders at once still store each entry once, even when one of them is frozen
+//     mid-flight and thaws after the other has stored what it holds;
 //   - a single node with one replica works the same; --once stops at the head.
 // FORWARD_ENTRIES (default 20000) sets the scenario's size, FORWARD_SEED replays its timing.
 
@@ -97,6 +98,18 @@ async function checkStreamIsLog (stream, subject, entries) {
   assert.equal(seen, entries.length)
 }
 
+// For the waits: a forwarder that exited by itself ends the wait with its fatal line, rather
+// than leave it to time out.
+function noneGaveUp (forwarders) {
+  for (const f of forwarders) {
+    if (f.exited && f.exited.signal === null) {
+      const fatal = f.events().find((e) => e.level >= 60)
+      throw new Error(`${f.label} exited with status ${f.exited.code}: ${fatal ? fatal.msg : f.output()}`)
+    }
+  }
+  return true
+}
+
 async function streamLeader (stream) {
   const info = await streamInfo(stream)
   return cluster.nodes.find((n) => n.name === info.cluster?.leader)
@@ -164,7 +177,7 @@ test(`${ENTRIES} entries reach an R3 stream exactly once through leader, forward
   await Promise.all([writing, timeline])
   const head = writers.lastIndex
   console.log(`# writers done: ${writers.confirmed} confirmed, head at least ${head}`)
-  await h.waitUntil(async () => (await lastSeq(stream)) >= head, 180000, `the stream to reach the log's head ${head}`, 250)
+  await h.waitUntil(async () => noneGaveUp(forwarders) && (await lastSeq(stream)) >= head, 180000, `the stream to reach the log's head ${head}`, 250)
   // Nothing arrives after the head once the writers stopped; give a stray publish time to show.
   await h.sleep(1000)
   assert.equal((await forwarder.stop('SIGTERM')).code, 0, 'the forwarder stops with status 0 on SIGTERM')
@@ -226,7 +239,7 @@ test('two forwarders at once still store each entry once', { timeout: 180000 }, 
   const b = h.startForwarder('forwarder B', env)
   await writing
   const head = writers.lastIndex
-  await h.waitUntil(async () => (await lastSeq('TWO')) >= head, 120000, `stream TWO to reach ${head}`, 250)
+  await h.waitUntil(async () => noneGaveUp([a, b]) && (await lastSeq('TWO')) >= head, 120000, `stream TWO to reach ${head}`, 250)
   await h.sleep(500)
   assert.equal((await a.stop()).code, 0, a.output())
   assert.equal((await b.stop()).code, 0, b.output())
@@ -239,6 +252,39 @@ test('two forwarders at once still store each entry once', { timeout: 180000 }, 
   const once = h.startForwarder('forwarder --once', env, ['--once'])
   assert.equal((await h.withTimeout(once.exit, 30000, 'the forwarder --once to exit')).code, 0, once.output())
   assert.ok(once.has((e) => e.event === 'caught-up' && e.index === head), once.output())
+  await server.proc.stop()
+  h.removeTempDir(serverDir)
+}))
+
+test('a forwarder frozen mid-flight while another carries on appends nothing stale when it thaws', { timeout: 180000 }, diagnosed(async () => {
+  // Forwarder A is stopped (SIGSTOP: a long GC pause, a suspended VM) while it catches up, with
+  // publishes in flight and entries read; B forwards everything meanwhile; A resumes long after
+  // the 100 ms deduplication window, holding entries that B has already stored.
+  const serverDir = h.makeTempDir('frozen')
+  const server = await h.LogServer.start(serverDir)
+  const writers = new h.Writers(server.port, entryTexts(17, { bigEvery: 1000 }), { connections: 4, depth: 64 })
+  await writers.run(15000)
+  const head = writers.lastIndex
+  const jsm = await nc.jetstreamManager({ checkAPI: false })
+  await jsm.streams.add({ name: 'FROZEN', subjects: ['log.frozen'], storage: StorageType.File, num_replicas: 3, duplicate_window: 1e8 })
+  const env = forwarderEnv(server, 'FROZEN')
+  // A's acknowledgements may take longer than its freeze: at the thaw it takes the ones that
+  // arrived meanwhile and goes on publishing what it had read, rather than timing out first.
+  const a = h.startForwarder('forwarder A', { ...env, ACK_TIMEOUT: '60' })
+  await h.waitUntil(async () => (await lastSeq('FROZEN')) >= 1000, 60000, 'forwarder A to forward 1000 entries', 5)
+  a.kill('SIGSTOP')
+  const frozenAt = await lastSeq('FROZEN')
+  assert.ok(frozenAt < head - 1000, `A was frozen in the middle (at ${frozenAt} of ${head})`)
+  const b = h.startForwarder('forwarder B', env)
+  await h.waitUntil(async () => noneGaveUp([b]) && (await lastSeq('FROZEN')) >= head, 120000, `forwarder B to reach ${head}`, 100)
+  await h.sleep(500)
+  a.kill('SIGCONT')
+  await h.waitUntil(() => noneGaveUp([a, b]) && a.has((e) => e.event === 'caught-up' && e.index === head), 30000, 'forwarder A to start over and find the stream caught up')
+  assert.equal((await a.stop()).code, 0, a.output())
+  assert.equal((await b.stop()).code, 0, b.output())
+  await checkStreamIsLog('FROZEN', 'log.frozen', await h.readLog(server.port))
+  const refused = a.events().filter((e) => e.event === 'retry' && /refused entry/.test(e.msg))
+  assert.ok(refused.length > 0, `the stream refused A's stale publishes: ${a.output()}`)
   await server.proc.stop()
   h.removeTempDir(serverDir)
 }))

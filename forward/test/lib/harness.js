@@ -370,6 +370,6 @@ function startForwarder (label, env, args = []) {
 }
 
 module.exports = {
-  stopAll, started, keepLogs, HOST, FORWARD, Proc, NatsNode, LogServer, Writers,
+  stopAll, started, keepLogs, HOST, NATS_SERVER, FORWARD, Proc, NatsNode, LogServer, Writers,
   makeTempDir, removeTempDir, sleep, withTimeout, waitUntil, freePort, startNats, startForwarder, readLog
 }
