@@ -6,9 +6,12 @@
 //   node forward/forward.js --log-server 127.0.0.1:8089 --nats-url nats://n1:4222,nats://n2:4222 \
 //     --stream LOG --subject log [--create-stream --replicas 3] [--once]
 //
-// Exit status: 0 stopped by SIGINT or SIGTERM, or --once done; 1 refused or failed for good
-// (the stream holds another log, the stream is missing, bad credentials; the last log line,
-// at level fatal, says which); 64 a bad flag or value (one line on stderr).
+// Exit status: 0 stopped by SIGINT or SIGTERM, or --once done; 1 failed unexpectedly (a
+// supervisor may start it again); 64 a bad flag or value (one line on stderr); 65 refused for
+// good, so that starting it again cannot help: the stream holds another log, or cannot hold
+// this one as it is (missing without --create-stream, not capturing the subject, message L
+// removed), an entry cannot be forwarded (damaged, too large), NATS refused the credentials.
+// The last log line, at level fatal, says which.
 
 const { connect } = require('nats')
 const config = require('./lib/config')
@@ -16,6 +19,8 @@ const { createLog } = require('./lib/log')
 const js = require('./lib/jetstream')
 const { Forwarder } = require('./lib/forwarder')
 const { version } = require('./package.json')
+
+const REFUSED = 65
 
 async function main () {
   let settings
@@ -50,7 +55,7 @@ async function main () {
     nc = await connect(js.connectOptions(settings))
   } catch (error) {
     log.fatal('fatal', `cannot connect to NATS at ${settings.natsUrl.join(', ')}: ${error.message}`, { error: error.message, code: error.code })
-    return 1
+    return error instanceof js.FatalError || (error.isAuthError && error.isAuthError()) ? REFUSED : 1
   }
   log.info('nats-connected', `connected to NATS at ${nc.getServer()}`, { server: nc.getServer() })
   watchStatus(nc, log)
@@ -62,7 +67,7 @@ async function main () {
   } catch (error) {
     if (!(error instanceof js.FatalError)) throw error
     log.fatal('fatal', error.message, { error: error.message })
-    status = 1
+    status = REFUSED
   }
   await Promise.race([nc.drain().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 2000))])
   log.info('stopped', 'stopped', { index: forwarder.acked, forwarded: forwarder.forwarded, status })

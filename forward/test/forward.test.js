@@ -204,7 +204,7 @@ test('a stream that holds other data makes the forwarder refuse, naming both', {
   for (const text of ['{"a":1}', '{"a":2}', '{"not":"this log"}']) await js.publish('log.other', Buffer.from(text))
   const f = h.startForwarder('refusing forwarder', forwarderEnv(server, 'OTHER'))
   const { code } = await h.withTimeout(f.exit, 30000, 'the forwarder to refuse')
-  assert.equal(code, 1, f.output())
+  assert.equal(code, 65, f.output())
   const fatal = f.events().find((e) => e.level === 60)
   assert.match(fatal?.msg || '', new RegExp(`message 3 of stream OTHER .*"\\{\\\\"not\\\\":\\\\"this log\\\\"\\}".* is not entry 3 of the log at 127\\.0\\.0\\.1:${server.port}`), f.output())
   assert.equal((await streamInfo('OTHER')).state.last_seq, 3, 'nothing was appended')
@@ -213,12 +213,12 @@ test('a stream that holds other data makes the forwarder refuse, naming both', {
   await js.publish('log.other', Buffer.from('{"a":4}'))
   await js.publish('log.other', Buffer.from('{"a":5}'))
   const g = h.startForwarder('refusing forwarder 2', forwarderEnv(server, 'OTHER'))
-  assert.equal((await h.withTimeout(g.exit, 30000, 'the forwarder to refuse')).code, 1, g.output())
+  assert.equal((await h.withTimeout(g.exit, 30000, 'the forwarder to refuse')).code, 65, g.output())
   assert.match(g.events().find((e) => e.level === 60)?.msg || '', /stream OTHER holds 5 messages but the log at .* has fewer entries/)
 
   // A missing stream is not created unless asked.
   const m = h.startForwarder('forwarder without a stream', forwarderEnv(server, 'MISSING'))
-  assert.equal((await h.withTimeout(m.exit, 30000, 'the forwarder to stop')).code, 1, m.output())
+  assert.equal((await h.withTimeout(m.exit, 30000, 'the forwarder to stop')).code, 65, m.output())
   assert.match(m.events().find((e) => e.level === 60)?.msg || '', /stream MISSING does not exist: .*--create-stream/)
   await server.proc.stop()
   h.removeTempDir(serverDir)
@@ -298,7 +298,7 @@ test('a single node with one replica: --once forwards up to the head and exits',
   const env = { LOG_SERVER: server.address, NATS_URL: single.urls, STREAM: 'SOLO', SUBJECT: 'log.solo', ...FAST }
   // Three replicas cannot be placed on one node: a clear error, not a retry.
   const r3 = h.startForwarder('forwarder --replicas 3', { ...env, CREATE_STREAM: '1' })
-  assert.equal((await h.withTimeout(r3.exit, 30000, 'the forwarder to give up')).code, 1, r3.output())
+  assert.equal((await h.withTimeout(r3.exit, 30000, 'the forwarder to give up')).code, 65, r3.output())
   assert.match(r3.events().find((e) => e.level === 60)?.msg || '', /cannot create stream SOLO with 3 replica\(s\).*--replicas 1/)
   const f = h.startForwarder('forwarder --once', { ...env, CREATE_STREAM: '1', REPLICAS: '1' }, ['--once'])
   assert.equal((await h.withTimeout(f.exit, 30000, 'the forwarder --once to exit')).code, 0, f.output())
