@@ -160,7 +160,7 @@ forward-deps:
 	$(call need_package,/usr/sbin/nats-server,nats-server)
 
 forward-test: tcp-log-server forward-deps $(FORWARD_DEPS)
-	cd forward && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server node --test --test-concurrency=1 test/forward.test.js
+	cd forward && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server node --test --test-concurrency=1 test/unit.test.js test/forward.test.js
 
 forward-bench: tcp-log-server forward-deps $(FORWARD_DEPS)
 	cd forward && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server node test/bench.js
