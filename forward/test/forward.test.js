@@ -145,10 +145,18 @@ test(`${ENTRIES} entries reach an R3 stream exactly once through leader, forward
     await at(0.2, 'kill -9 the stream leader')
     const leader = await streamLeader(stream)
     assert.ok(leader, 'the stream has a leader')
+    const seqAtKill = await lastSeq(stream)
     leader.proc.kill('SIGKILL')
     await leader.proc.exit
-    await h.sleep(4000)
-    console.log(`# restart ${leader.name}, the old leader; the stream leader is now ${(await streamLeader(stream).catch(() => null))?.name}`)
+    // The two others elect a new leader (nats-server's raft waits 4 to 9 s for a dead leader),
+    // and the forwarder goes on with it, before the old one comes back.
+    const killed = Date.now()
+    let successor = null
+    await h.waitUntil(async () => {
+      successor = await streamLeader(stream).catch(() => null)
+      return successor && successor !== leader && (await lastSeq(stream)) > seqAtKill + 100
+    }, 60000, `a new stream leader, and the stream to grow past ${seqAtKill + 100} without ${leader.name}`, 250)
+    console.log(`# ${successor.name} leads the stream ${((Date.now() - killed) / 1000).toFixed(1)} s after ${leader.name} died, and the stream grew to ${await lastSeq(stream)}; restart ${leader.name}`)
     await leader.start()
 
     await at(0.35, 'SIGTERM the log server')
