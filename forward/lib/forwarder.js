@@ -75,7 +75,7 @@ class Forwarder {
     if (s) {
       s.conn.pause()
       await Promise.race([Promise.allSettled([...s.inFlight]), new Promise((resolve) => setTimeout(resolve, 2000))])
-      s.finish(null)
+      s.finish(null, false)
     }
   }
 
@@ -171,7 +171,7 @@ class Forwarder {
         finish: null
       }
       this.session = s
-      s.finish = (error) => {
+      s.finish = (error, waitForInFlight = true) => {
         if (s.failed) return
         s.failed = error || 'done'
         conn.pause()
@@ -179,7 +179,7 @@ class Forwarder {
         conn.onClose = () => {}
         // The settled publishes decide nothing more (JetStream already did): wait for them only
         // so that the next session does not race its own leftovers. Each is bounded by ackTimeout.
-        Promise.allSettled([...s.inFlight]).then(() => {
+        Promise.allSettled(waitForInFlight ? [...s.inFlight] : []).then(() => {
           conn.close()
           if (error) reject(error)
           else resolve()
