@@ -4,8 +4,8 @@
 //   1. throughput: a log of BENCH_ENTRIES (100,000) entries forwarded by `--once` into an empty
 //      stream; entries/s from the forwarder's "resuming" line to its "caught-up" line, and for
 //      the whole run of the process (connecting, creating the stream);
-//   2. live lag: BENCH_RATE (1,000) writes/s for BENCH_SECONDS (30) into a log that a running
-//      forwarder follows; for each entry, the time from the write's confirmation (seen by the
+//   2. live lag: BENCH_RATE (1,000) writes/s for BENCH_WARMUP (5) + BENCH_SECONDS (30) into a
+//      log that a running forwarder follows (into a stream it has just created); for each entry, the time from the write's confirmation (seen by the
 //      writer) to the JetStream acknowledgement of its publish (seen by the forwarder, in its
 //      trace line `acked`, whose `at` is the wall clock in ms with microseconds); p50, p99, max.
 // Prints one table and one JSON line. Not in CI.
@@ -21,6 +21,9 @@ const h = require('./lib/harness')
 const ENTRIES = Number(process.env.BENCH_ENTRIES || 100000)
 const RATE = Number(process.env.BENCH_RATE || 1000)
 const SECONDS = Number(process.env.BENCH_SECONDS || 30)
+// Left out of the lag figures: the first seconds after the forwarder created the stream, when
+// acknowledgements lag by up to about 150 ms here (reported apart, as warm-up).
+const WARMUP = Number(process.env.BENCH_WARMUP || 5)
 const now = () => performance.timeOrigin + performance.now()
 
 // A typical device entry, about 150 bytes stored.
@@ -101,18 +104,20 @@ async function main () {
     const live = await h.LogServer.start(fs.mkdtempSync(path.join(dir, 'live-')))
     const follower = h.startForwarder('forwarder', { ...env, LOG_SERVER: live.address, STREAM: 'LIVE', SUBJECT: 'live', LOG_LEVEL: 'trace' })
     await h.waitUntil(() => follower.has((e) => e.event === 'resuming'), 30000, 'the forwarder to start following')
-    const confirmed = await paced(live.port, RATE, SECONDS)
-    await h.waitUntil(() => follower.has((e) => e.event === 'acked' && e.index === RATE * SECONDS), 30000, 'the last acknowledgement')
+    const confirmed = await paced(live.port, RATE, WARMUP + SECONDS)
+    await h.waitUntil(() => follower.has((e) => e.event === 'acked' && e.index === RATE * (WARMUP + SECONDS)), 30000, 'the last acknowledgement')
     await follower.stop()
     await live.proc.stop()
     const lags = []
-    const warmup = RATE // the first second left out: connections and caches warming up
+    let warmupMax = 0
     for (const e of follower.events()) {
-      if (e.event !== 'acked' || e.index <= warmup) continue
-      lags.push(e.at - confirmed.get(e.index))
+      if (e.event !== 'acked') continue
+      const lag = e.at - confirmed.get(e.index)
+      if (e.index <= WARMUP * RATE) warmupMax = Math.max(warmupMax, lag)
+      else lags.push(lag)
     }
     lags.sort((a, b) => a - b)
-    results.lag = { rate: RATE, seconds: SECONDS, samples: lags.length, p50ms: +percentile(lags, 0.5).toFixed(2), p99ms: +percentile(lags, 0.99).toFixed(2), maxMs: +lags[lags.length - 1].toFixed(2) }
+    results.lag = { rate: RATE, seconds: SECONDS, samples: lags.length, p50ms: +percentile(lags, 0.5).toFixed(2), p99ms: +percentile(lags, 0.99).toFixed(2), maxMs: +lags[lags.length - 1].toFixed(2), warmupSeconds: WARMUP, warmupMaxMs: +warmupMax.toFixed(2) }
   } finally {
     await h.stopAll()
     h.removeTempDir(dir)
@@ -127,7 +132,7 @@ async function main () {
 | figure | value |
 |---|---|
 | throughput, ${tp.entries} entries (${tp.meanEntryBytes} bytes each) into an R3 stream | ${tp.entriesPerSecond} entries/s (${tp.seconds.toFixed(1)} s; whole run of --once ${tp.wholeRunSeconds.toFixed(1)} s, ${tp.wholeRunEntriesPerSecond} entries/s) |
-| live lag at ${lag.rate} writes/s for ${lag.seconds} s, confirmation to JetStream ack | p50 ${lag.p50ms} ms, p99 ${lag.p99ms} ms, max ${lag.maxMs} ms (${lag.samples} entries) |
+| live lag at ${lag.rate} writes/s for ${lag.seconds} s, confirmation to JetStream ack | p50 ${lag.p50ms} ms, p99 ${lag.p99ms} ms, max ${lag.maxMs} ms (${lag.samples} entries; in the ${lag.warmupSeconds} s of warm-up before them, max ${lag.warmupMaxMs} ms) |
 
 machine: ${results.machine.cpus} x ${cpu}, ${results.machine.memoryGiB} GiB, load average ${results.machine.loadAverage.join(' ')} at the end; node ${process.version}; ${natsVersion}; commit ${commit}; ${results.machine.date}`)
   console.log(JSON.stringify(results))
