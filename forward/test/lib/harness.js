@@ -27,6 +27,8 @@ process.on('exit', () => {
   for (const p of running) { try { process.kill(p.pid, 'SIGKILL') } catch (_) {} }
   for (const dir of tempDirs) { try { fs.rmSync(dir, { recursive: true, force: true }) } catch (_) {} }
 })
+// Stopped from outside (Ctrl-C, a timeout): the same clean-up, through 'exit'.
+for (const signal of ['SIGINT', 'SIGTERM']) process.once(signal, () => process.exit(130))
 
 // Stops (SIGTERM, then SIGKILL) every process still running: for after() hooks, so that a
 // failed test leaves nothing behind and the test process can exit.
