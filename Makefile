@@ -15,7 +15,7 @@ SERVER_OBJS := sha256.o index.o buffer.o crc32c.o journal.o notify.o
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
 .PHONY: all run static test interop migrate migrate-test bench bench-deps crash-soak crash-states check-deps clean install \
-        uninstall fuzz fuzz-deps fuzz-replay model-test check-sanitize
+        uninstall fuzz fuzz-deps fuzz-replay model-test check-sanitize forward-deps forward-test forward-bench
 all: tcp-log-server
 
 tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
@@ -150,6 +150,24 @@ $(INTEROP_DEPS): test/interop/package.json test/interop/package-lock.json
 
 migrate-test: tcp-log-server $(MIGRATE_DEPS) $(INTEROP_DEPS)
 	cd test/interop && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server npm run --silent test:migrate
+
+# The forwarder into NATS JetStream (doc/replication.md): its npm package (the official NATS
+# client, pinned by forward/package-lock.json) installed once with npm ci. forward-test runs
+# it against a three-node JetStream cluster of Debian's nats-server on loopback, through leader,
+# forwarder, server and cluster failures (forward/test/forward.test.js; FORWARD_ENTRIES=n
+# changes the scenario's size, FORWARD_SEED=n replays its timing). forward-bench measures it.
+FORWARD_DEPS := forward/node_modules/.package-lock.json
+$(FORWARD_DEPS): forward/package.json forward/package-lock.json
+	cd forward && npm ci --no-audit --no-fund --loglevel=error
+
+forward-deps:
+	$(call need_package,/usr/sbin/nats-server,nats-server)
+
+forward-test: tcp-log-server forward-deps $(FORWARD_DEPS)
+	cd forward && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server node --test --test-concurrency=1 test/unit.test.js test/forward.test.js
+
+forward-bench: tcp-log-server forward-deps $(FORWARD_DEPS)
+	cd forward && TCP_LOG_SERVER=$(CURDIR)/tcp-log-server node test/bench.js
 
 # ---- Fuzzing, sanitizers and the model-based test (doc/hacking.md) ---------
 # The fuzz targets are libFuzzer entry points (AFL++ can drive the same ones). Built with g++,
