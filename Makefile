@@ -16,12 +16,13 @@ PREFIX   ?= /usr/local
 SERVER_OBJS := server.o readers.o poller.o sockets.o sha256.o index.o buffer.o crc32c.o journal.o notify.o
 LIB         := libtcplogserver.a
 # Every header of the sources, the library's and the binary's (pino_log.hpp, notify.hpp).
+PUBLIC_HDRS := tcp-log-server.hpp
 SERVER_HDRS := tcp-log-server.hpp engine.hpp connection.hpp poller.hpp sockets.hpp json.hpp message.hpp \
                sha256.hpp index.hpp buffer.hpp recent_entries.hpp crc32c.hpp journal.hpp status.hpp notify.hpp \
                check_progress.hpp pino_log.hpp
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
-.PHONY: all run static test interop migrate migrate-test bench bench-deps crash-soak crash-states check-deps clean install \
+.PHONY: all examples run static test test-embedded interop migrate migrate-test bench bench-deps crash-soak crash-states check-deps clean install \
         uninstall fuzz fuzz-deps fuzz-replay model-test check-sanitize
 all: tcp-log-server
 
@@ -48,6 +49,17 @@ notify.o: notify.cpp notify.hpp
 
 run: tcp-log-server
 	./tcp-log-server
+
+# Programs that embed the server (README, "Embedding"), built against the public headers alone
+# (copied to build/include, as `make install` would put them) and the archive.
+EXAMPLES := examples/poll_host examples/adopt_host
+examples: $(EXAMPLES)
+build/include/%: %
+	@mkdir -p $(@D)
+	cp $< $@
+EXAMPLE_HDRS := $(addprefix build/include/,$(PUBLIC_HDRS))
+examples/%_host: examples/%_host.cpp examples/host_config.hpp $(EXAMPLE_HDRS) $(LIB)
+	$(CXX) $(CXXFLAGS) -Ibuild/include -o $@ $< $(LIB) -lpthread
 
 # A fully static, stripped binary for a small device (README, "A static binary"): no shared
 # library and no NSS. -Os and section garbage collection keep it under 1 MiB; the server never
@@ -118,8 +130,21 @@ test/%_test: test/%_test.cpp test/doctest_main.o $(LIB) $(wildcard test/*.hpp) $
 test/short_write_shim.so: test/short_write_shim.c
 	$(CC) -O2 -Wall -Wextra $(WERROR) -shared -fPIC -o $@ $< -ldl
 
-test: tcp-log-server static/tcp-log-server $(TESTS) test/short_write_shim.so fuzz-replay
+test: tcp-log-server static/tcp-log-server $(TESTS) test/short_write_shim.so fuzz-replay $(EXAMPLES)
 	@set -e; for t in $(TESTS); do echo "== $$t"; ./$$t; done
+	@$(MAKE) --no-print-directory test-embedded
+
+# The end-to-end protocol tests against each example host instead of the binary (the harness
+# starts TCP_LOG_SERVER): 40 of the 55. Not the cases about the binary itself: its log lines,
+# flags, configuration errors and defaults (HOST), the sockets it traces with strace, and its
+# memory bound.
+EMBEDDED_EXCLUDE := *--help exits 0*,HOST=::1 serves*,LEVELDOWN is accepted*,a bad flag or value exits 64*,\
+  a failure to start is one fatal log line*,a writer that does not read its confirmations*,\
+  by default the server accepts IPv4 and IPv6*,connections are logged*,every accepted socket gets*,\
+  flags win over environment*,half-close after a bad line*,invalid input is logged*,the listening log line*
+test-embedded: $(EXAMPLES) test/wire_test
+	@set -e; for h in $(EXAMPLES); do echo "== test/wire_test against $$h"; \
+	  TCP_LOG_SERVER=$(CURDIR)/$$h ./test/wire_test --test-case-exclude="$(EMBEDDED_EXCLUDE)"; done
 
 # Long runs outside CI: ROUNDS kill -9 rounds per SYNC mode (make crash-soak ROUNDS=1000).
 ROUNDS ?= 300
@@ -264,7 +289,7 @@ model-test: tcp-log-server test/model_test
 	MODEL_SEEDS=$(MODEL_SEEDS) MODEL_OPS=$(MODEL_OPS) ./test/model_test
 
 clean:
-	rm -rf tcp-log-server *.o *.a test/*.o $(TESTS) test/*.so test/write_bench test/json_canonical build static
+	rm -rf tcp-log-server *.o *.a $(EXAMPLES) examples/*.o test/*.o $(TESTS) test/*.so test/write_bench test/json_canonical build static
 
 # ---- Devices (doc/devices.md): static binaries for ARM and MIPS boards, and their tests under
 # qemu-user. ARCH is one of armhf (32-bit ARM, Raspberry Pi OS), arm64, mips (32-bit big-endian).
