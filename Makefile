@@ -10,14 +10,16 @@ PLATFORM_FLAGS := -D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64
 CXXFLAGS += -std=c++17 -Wall -Wextra $(WERROR) $(PLATFORM_FLAGS)
 LDFLAGS  ?=
 PREFIX   ?= /usr/local
+# The version, from the one place it is written (tcp-log-server.cpp), for the pkg-config file.
+VERSION  := $(shell sed -n 's/.*kVersion = "\(.*\)";/\1/p' tcp-log-server.cpp)
 
 # The library (tcp-log-server.hpp): every object but the binary's main, in one archive per build
 # variant, which the binary, the tests, the examples and the fuzz targets link.
-SERVER_OBJS := server.o readers.o poller.o sockets.o sha256.o index.o buffer.o crc32c.o journal.o notify.o
+SERVER_OBJS := server.o readers.o poller.o sockets.o c_api.o sha256.o index.o buffer.o crc32c.o journal.o notify.o
 LIB         := libtcplogserver.a
 # Every header of the sources, the library's and the binary's (pino_log.hpp, notify.hpp).
-PUBLIC_HDRS := tcp-log-server.hpp
-SERVER_HDRS := tcp-log-server.hpp engine.hpp connection.hpp poller.hpp sockets.hpp json.hpp message.hpp \
+PUBLIC_HDRS := tcp-log-server.hpp tcp_log_server.h
+SERVER_HDRS := tcp-log-server.hpp tcp_log_server.h engine.hpp connection.hpp poller.hpp sockets.hpp json.hpp message.hpp \
                sha256.hpp index.hpp buffer.hpp recent_entries.hpp crc32c.hpp journal.hpp status.hpp notify.hpp \
                check_progress.hpp pino_log.hpp
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
@@ -40,6 +42,7 @@ server.o: server.cpp $(ENGINE_HDRS) sockets.hpp
 readers.o: readers.cpp $(ENGINE_HDRS)
 poller.o: poller.cpp poller.hpp
 sockets.o: sockets.cpp sockets.hpp
+c_api.o: c_api.cpp tcp_log_server.h tcp-log-server.hpp
 sha256.o: sha256.cpp sha256.hpp
 index.o: index.cpp index.hpp sha256.hpp journal.hpp status.hpp
 buffer.o: buffer.cpp buffer.hpp
@@ -51,8 +54,9 @@ run: tcp-log-server
 	./tcp-log-server
 
 # Programs that embed the server (README, "Embedding"), built against the public headers alone
-# (copied to build/include, as `make install` would put them) and the archive.
-EXAMPLES := examples/poll_host examples/adopt_host
+# (copied to build/include, as `make install` would put them) and the archive: two C++ hosts and
+# a C one, compiled by cc as C11 and linked by c++ as the README says.
+EXAMPLES := examples/poll_host examples/adopt_host examples/c_host
 examples: $(EXAMPLES)
 build/include/%: %
 	@mkdir -p $(@D)
@@ -60,6 +64,10 @@ build/include/%: %
 EXAMPLE_HDRS := $(addprefix build/include/,$(PUBLIC_HDRS))
 examples/%_host: examples/%_host.cpp examples/host_config.hpp $(EXAMPLE_HDRS) $(LIB)
 	$(CXX) $(CXXFLAGS) -Ibuild/include -o $@ $< $(LIB) -lpthread
+examples/c_host.o: examples/c_host.c $(EXAMPLE_HDRS)
+	$(CC) -std=c11 -Wall -Werror -Ibuild/include -c -o $@ $<
+examples/c_host: examples/c_host.o $(LIB)
+	$(CXX) -o $@ $< $(LIB) -lpthread
 
 # A fully static, stripped binary for a small device (README, "A static binary"): no shared
 # library and no NSS. -Os and section garbage collection keep it under 1 MiB; the server never
@@ -85,8 +93,18 @@ static: static/tcp-log-server
 BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man
 UNITDIR ?= $(PREFIX)/lib/systemd/system
-install: tcp-log-server
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+install: tcp-log-server $(LIB)
 	install -D -m 0755 tcp-log-server $(DESTDIR)$(BINDIR)/tcp-log-server
+	install -D -m 0644 $(LIB) $(DESTDIR)$(LIBDIR)/$(LIB)
+	install -D -m 0644 tcp-log-server.hpp $(DESTDIR)$(INCLUDEDIR)/tcp-log-server.hpp
+	install -D -m 0644 tcp_log_server.h $(DESTDIR)$(INCLUDEDIR)/tcp_log_server.h
+	install -d $(DESTDIR)$(PKGCONFIGDIR)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	  -e 's|@VERSION@|$(VERSION)|' tcp-log-server.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/tcp-log-server.pc
+	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/tcp-log-server.pc
 	install -D -m 0644 tcp-log-server.1 $(DESTDIR)$(MANDIR)/man1/tcp-log-server.1
 	install -d $(DESTDIR)$(UNITDIR)
 	sed 's|^ExecStart=/usr/local/bin/tcp-log-server|ExecStart=$(BINDIR)/tcp-log-server|' \
@@ -95,7 +113,10 @@ install: tcp-log-server
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/tcp-log-server $(DESTDIR)$(MANDIR)/man1/tcp-log-server.1 \
-	  $(DESTDIR)$(UNITDIR)/tcp-log-server.service
+	  $(DESTDIR)$(UNITDIR)/tcp-log-server.service \
+	  $(DESTDIR)$(LIBDIR)/$(LIB) \
+	  $(DESTDIR)$(INCLUDEDIR)/tcp-log-server.hpp $(DESTDIR)$(INCLUDEDIR)/tcp_log_server.h \
+	  $(DESTDIR)$(PKGCONFIGDIR)/tcp-log-server.pc
 
 # Test tools come from Debian packages. As root they are installed here, so that
 # `make test` passes on a fresh machine; otherwise we stop with the command to run.

@@ -1,11 +1,12 @@
-// The server embedded in other programs (examples/, tcp-log-server.hpp): each
+// The server embedded in other programs (examples/, tcp-log-server.hpp, tcp_log_server.h): each
 // example host serves the protocol from its own loop, and stops gracefully on SIGTERM. The
 // end-to-end tests themselves also run against the example hosts (make test, "embedded").
 //
 // Rules checked here:
 //   - a host with a poll() loop and a timer of its own keeps the timer on time while clients
 //     write and read (the server never blocks inside run_once());
-//   - a host that accepts connections itself and hands them over with adopt() serves them.
+//   - a host that accepts connections itself and hands them over with adopt() serves them;
+//   - a C program built against tcp_log_server.h alone serves the protocol.
 #include <doctest/doctest.h>
 
 #include <cstdlib>
@@ -68,6 +69,10 @@ void serves_the_protocol(const std::string& host) {
 
 TEST_CASE("a host that hands over the connections it accepts (adopt) serves the protocol") {
   serves_the_protocol("adopt_host");
+}
+
+TEST_CASE("a C host built against tcp_log_server.h alone serves the protocol") {
+  serves_the_protocol("c_host");
 }
 
 TEST_CASE("a host with its own poll loop serves the protocol") { serves_the_protocol("poll_host"); }
