@@ -110,10 +110,11 @@ install: tcp-log-server $(LIB)
 	sed 's|^ExecStart=/usr/local/bin/tcp-log-server|ExecStart=$(BINDIR)/tcp-log-server|' \
 	  tcp-log-server.service > $(DESTDIR)$(UNITDIR)/tcp-log-server.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/tcp-log-server.service
+	install -m 0644 tcp-log-server.socket $(DESTDIR)$(UNITDIR)/tcp-log-server.socket
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/tcp-log-server $(DESTDIR)$(MANDIR)/man1/tcp-log-server.1 \
-	  $(DESTDIR)$(UNITDIR)/tcp-log-server.service \
+	  $(DESTDIR)$(UNITDIR)/tcp-log-server.service $(DESTDIR)$(UNITDIR)/tcp-log-server.socket \
 	  $(DESTDIR)$(LIBDIR)/$(LIB) \
 	  $(DESTDIR)$(INCLUDEDIR)/tcp-log-server.hpp $(DESTDIR)$(INCLUDEDIR)/tcp_log_server.h \
 	  $(DESTDIR)$(PKGCONFIGDIR)/tcp-log-server.pc

@@ -554,6 +554,35 @@ uint64_t raise_fd_limit() {
   return rl.rlim_cur == RLIM_INFINITY ? (1ull << 20) : static_cast<uint64_t>(rl.rlim_cur);
 }
 
+// =============================================================================================
+// Socket activation (systemd's sd_listen_fds protocol, tcp-log-server.socket): when LISTEN_PID
+// is this process, descriptors 3 .. 3 + LISTEN_FDS - 1 are listening sockets that the service
+// manager opened for us; the server serves them instead of opening its own (HOST and PORT are
+// then not used). The variables are removed, as sd_listen_fds(1) does, so that nothing started
+// later takes them for its own.
+
+constexpr int kFirstActivatedFd = 3;  // SD_LISTEN_FDS_START
+
+// The activated sockets: false (and none) when the variables are absent or not for us.
+bool activated_sockets(std::vector<int>* fds, std::string* error) {
+  const char* pid = std::getenv("LISTEN_PID");
+  const char* count = std::getenv("LISTEN_FDS");
+  if (!pid || !count) return false;
+  uint64_t for_pid = 0, n = 0;
+  const bool ours = parse_unsigned(pid, UINT64_MAX, &for_pid) && for_pid == static_cast<uint64_t>(::getpid());
+  const bool valid = parse_unsigned(count, 1024, &n);
+  ::unsetenv("LISTEN_PID");
+  ::unsetenv("LISTEN_FDS");
+  ::unsetenv("LISTEN_FDNAMES");
+  if (!ours) return false;
+  if (!valid || n == 0) {
+    *error = std::string("LISTEN_FDS \"") + count + "\" is not a number of sockets from 1 to 1024";
+    return true;
+  }
+  for (uint64_t i = 0; i < n; i++) fds->push_back(kFirstActivatedFd + static_cast<int>(i));
+  return true;
+}
+
 // Serves until a signal stops it; returns the exit status.
 int serve(const Config& config) {
   tcp_log_server::Store store;
@@ -581,7 +610,15 @@ int serve(const Config& config) {
   int status = kExitOk;
   {
     tcp_log_server::Server server(store, limits, &sink);
-    s = server.listen(config.host, config.port);
+    std::vector<int> activated;
+    std::string activation_error;
+    if (activated_sockets(&activated, &activation_error)) {
+      if (!activation_error.empty()) s = tcp_log_server::Status::Error(activation_error);
+      for (int fd : activated)
+        if (s.ok()) s = server.adopt_listener(fd);
+    } else {
+      s = server.listen(config.host, config.port);
+    }
     if (!s.ok()) {
       g_log.line(kFatal, "cannot start", Log::Fields().str("error", s.message()));
       return kExitFailure;
