@@ -194,7 +194,10 @@ class Server {
   // 0 when there is work now.
   int timeout_ms() const;
   // One pass of the loop: waits at most `timeout_ms` (0: not at all; -1: as run() would) for
-  // its descriptors, then does what is ready. Returns an error only if poll() failed.
+  // its descriptors, then does what is ready. Returns an error only if poll() failed. A pass
+  // reads at most 64 KiB per connection and serves readers within a budget (README,
+  // "Fairness"), but commits every write it read: a burst of pipelined writes holds the host
+  // for as long as storing them takes (SYNC=always: one sync per 4096 entries).
   Status run_once(int timeout_ms);
   // Whether a stop has begun: no more connections are taken (adopt() refuses them), and a host
   // that accepts them itself may close its listener.
