@@ -15,13 +15,14 @@ VERSION  := $(shell sed -n 's/.*kVersion = "\(.*\)";/\1/p' tcp-log-server.cpp)
 
 # The library (tcp-log-server.hpp): every object but the binary's main, in one archive per build
 # variant, which the binary, the tests, the examples and the fuzz targets link.
-SERVER_OBJS := server.o readers.o poller.o sockets.o c_api.o sha256.o index.o buffer.o crc32c.o journal.o notify.o
+SERVER_OBJS := server.o readers.o poller.o sockets.o c_api.o store.o index.o blob_store.o posix_file.o journal.o \
+               sha256.o crc32c.o buffer.o notify.o
 LIB         := libtcplogserver.a
 comma       := ,
 # Every header of the sources, the library's and the binary's (pino_log.hpp, notify.hpp).
 PUBLIC_HDRS := tcp-log-server.hpp tcp_log_server.h
 SERVER_HDRS := tcp-log-server.hpp tcp_log_server.h engine.hpp connection.hpp poller.hpp sockets.hpp json.hpp message.hpp \
-               sha256.hpp index.hpp buffer.hpp recent_entries.hpp crc32c.hpp journal.hpp status.hpp notify.hpp \
+               sha256.hpp store.hpp index.hpp blob_store.hpp posix_file.hpp buffer.hpp recent_entries.hpp crc32c.hpp journal.hpp status.hpp notify.hpp \
                check_progress.hpp pino_log.hpp
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
@@ -36,8 +37,8 @@ tcp-log-server: tcp-log-server.o $(LIB)
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^
 
 ENGINE_HDRS := tcp-log-server.hpp engine.hpp connection.hpp poller.hpp message.hpp json.hpp buffer.hpp \
-               index.hpp journal.hpp status.hpp recent_entries.hpp sha256.hpp
-tcp-log-server.o: tcp-log-server.cpp tcp-log-server.hpp pino_log.hpp json.hpp buffer.hpp index.hpp journal.hpp \
+               store.hpp index.hpp blob_store.hpp journal.hpp status.hpp recent_entries.hpp sha256.hpp
+tcp-log-server.o: tcp-log-server.cpp tcp-log-server.hpp pino_log.hpp posix_file.hpp json.hpp buffer.hpp store.hpp index.hpp journal.hpp \
                   status.hpp notify.hpp check_progress.hpp crc32c.hpp sha256.hpp
 server.o: server.cpp $(ENGINE_HDRS) sockets.hpp
 readers.o: readers.cpp $(ENGINE_HDRS)
@@ -45,10 +46,13 @@ poller.o: poller.cpp poller.hpp
 sockets.o: sockets.cpp sockets.hpp
 c_api.o: c_api.cpp tcp_log_server.h tcp-log-server.hpp
 sha256.o: sha256.cpp sha256.hpp
-index.o: index.cpp index.hpp sha256.hpp journal.hpp status.hpp
+store.o: store.cpp store.hpp index.hpp blob_store.hpp journal.hpp posix_file.hpp sha256.hpp status.hpp
+index.o: index.cpp index.hpp posix_file.hpp status.hpp
+blob_store.o: blob_store.cpp blob_store.hpp posix_file.hpp sha256.hpp status.hpp
+posix_file.o: posix_file.cpp posix_file.hpp status.hpp
 buffer.o: buffer.cpp buffer.hpp
 crc32c.o: crc32c.cpp crc32c.hpp
-journal.o: journal.cpp journal.hpp status.hpp crc32c.hpp
+journal.o: journal.cpp journal.hpp status.hpp crc32c.hpp posix_file.hpp
 notify.o: notify.cpp notify.hpp
 
 run: tcp-log-server

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "connection.hpp"
-#include "index.hpp"
+#include "store.hpp"
 #include "json.hpp"
 #include "message.hpp"
 #include "poller.hpp"
@@ -226,8 +226,6 @@ struct Server::Impl {
   bool parser_released_ = false;
   std::unique_ptr<char[]> scratch_;  // every socket read lands here first
   std::string blob_;                 // an entry read from disk
-  std::string records_;              // a run of index records read from disk, from records_first_
-  uint64_t records_first_ = 0;
 
   uint64_t next_connection_id_ = 1;
   int wake_pipe_[2] = {-1, -1};  // stop() writes a byte; the loop wakes and stops

@@ -81,19 +81,9 @@ Server::Impl::EntryResult Server::Impl::append_entry(Connection& c, uint64_t ind
   if (recent_.find(index, &bytes)) {
     *cost += kEntryCost + bytes.size();
   } else {
-    // Older entries come from disk; index records are read in runs to save system calls.
-    const size_t have = records_.size() / kRecordSize;
-    if (index < records_first_ || index >= records_first_ + have) {
-      const size_t run = static_cast<size_t>(std::min<uint64_t>(64, store_->head() - index + 1));
-      s = store_->read_hashes(index, run, &records_);
-      records_first_ = index;
-      if (!s.ok()) records_.clear();
-    }
-    if (s.ok()) {
-      std::string_view record(records_.data() + (index - records_first_) * kRecordSize, kRecordSize);
-      s = store_->read_blob(record, &blob_);
-      bytes = blob_;
-    }
+    // Older entries come from disk.
+    s = store_->read(index, &blob_);
+    if (s.ok()) bytes = blob_;
     *cost += kDiskReadCost + blob_.size();
   }
   if (s.transient()) {

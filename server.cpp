@@ -37,7 +37,7 @@
 
 #include "buffer.hpp"
 #include "connection.hpp"
-#include "index.hpp"
+#include "store.hpp"
 #include "json.hpp"
 #include "message.hpp"
 #include "poller.hpp"

@@ -27,10 +27,11 @@
 #include "buffer.hpp"
 #include "check_progress.hpp"
 #include "crc32c.hpp"
-#include "index.hpp"
+#include "store.hpp"
 #include "json.hpp"
 #include "notify.hpp"
 #include "pino_log.hpp"
+#include "posix_file.hpp"
 #include "sha256.hpp"
 #include "tcp-log-server.hpp"
 
@@ -308,11 +309,6 @@ void notify_service_manager(const std::string& message) {
                Log::Fields().str("event", "notify").str("error", error));
 }
 
-// A directory's absolute, canonical path for log lines; as given if that cannot be had.
-std::string absolute_path(const std::string& path) {
-  char resolved[PATH_MAX];
-  return ::realpath(path.c_str(), resolved) ? std::string(resolved) : path;
-}
 
 // =============================================================================================
 // The pino log as the server's EventSink: each event the library reports becomes the log line
