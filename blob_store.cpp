@@ -3,17 +3,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
-#include <condition_variable>
-#include <mutex>
-#include <thread>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>

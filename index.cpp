@@ -1,27 +1,15 @@
 // The index file: the ordered list of entry hashes, fixed-width records (index.hpp).
 #include "index.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
-#include <condition_variable>
-#include <mutex>
-#include <thread>
 #include <cerrno>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <unordered_set>
 
 #include "posix_file.hpp"
-#include "sha256.hpp"
 
 // Offsets past 2 GiB (an index of 33 million entries) must fit: the Makefile builds with
 // _FILE_OFFSET_BITS=64, which 32-bit targets need; a build without it must fail, not corrupt.

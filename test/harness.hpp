@@ -110,7 +110,8 @@ inline const std::vector<std::string>& server_variables() {
   static const std::vector<std::string> names{
       "PORT",      "HOST",          "BLOBS",           "LEVELDB",         "LEVELDOWN",
       "SYNC",      "LOG_LEVEL",     "MAX_MESSAGE_BYTES", "MAX_CONNECTIONS", "MAX_INPUT_BYTES",
-      "MAX_OUTPUT_BYTES", "LINE_TIMEOUT", "READ_RETRY_SECONDS", "NOTIFY_SOCKET"};
+      "MAX_OUTPUT_BYTES", "LINE_TIMEOUT", "READ_RETRY_SECONDS", "JOURNAL_BYTES", "NOTIFY_SOCKET",
+      "LISTEN_PID", "LISTEN_FDS"};
   return names;
 }
 
