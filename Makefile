@@ -10,27 +10,69 @@ PLATFORM_FLAGS := -D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64
 CXXFLAGS += -std=c++17 -Wall -Wextra $(WERROR) $(PLATFORM_FLAGS)
 LDFLAGS  ?=
 PREFIX   ?= /usr/local
+# The version, from the one place it is written (tcp-log-server.cpp), for the pkg-config file.
+VERSION  := $(shell sed -n 's/.*kVersion = "\(.*\)";/\1/p' tcp-log-server.cpp)
 
-SERVER_OBJS := sha256.o index.o buffer.o crc32c.o journal.o notify.o
+# The library (tcp-log-server.hpp): every object but the binary's main, in one archive per build
+# variant, which the binary, the tests, the examples and the fuzz targets link.
+SERVER_OBJS := server.o readers.o poller.o sockets.o c_api.o store.o index.o blob_store.o posix_file.o journal.o \
+               sha256.o crc32c.o buffer.o notify.o
+LIB         := libtcplogserver.a
+comma       := ,
+# Every header of the sources, the library's and the binary's (pino_log.hpp, notify.hpp).
+PUBLIC_HDRS := tcp-log-server.hpp tcp_log_server.h
+SERVER_HDRS := tcp-log-server.hpp tcp_log_server.h engine.hpp connection.hpp poller.hpp sockets.hpp json.hpp message.hpp \
+               sha256.hpp store.hpp index.hpp blob_store.hpp posix_file.hpp buffer.hpp recent_entries.hpp crc32c.hpp journal.hpp status.hpp notify.hpp \
+               check_progress.hpp pino_log.hpp
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
-.PHONY: all run static test interop migrate migrate-test bench bench-deps crash-soak crash-states check-deps clean install \
+.PHONY: all examples run static test test-embedded interop migrate migrate-test bench bench-deps crash-soak crash-states check-deps clean install \
         uninstall fuzz fuzz-deps fuzz-replay model-test check-sanitize forward-deps forward-test forward-bench
 all: tcp-log-server
 
-tcp-log-server: tcp-log-server.o $(SERVER_OBJS)
+$(LIB): $(SERVER_OBJS)
+	rm -f $@ && $(AR) rcs $@ $^
+
+tcp-log-server: tcp-log-server.o $(LIB)
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^
 
-tcp-log-server.o: tcp-log-server.cpp json.hpp message.hpp sha256.hpp crc32c.hpp index.hpp journal.hpp status.hpp buffer.hpp recent_entries.hpp notify.hpp check_progress.hpp
+ENGINE_HDRS := tcp-log-server.hpp engine.hpp connection.hpp poller.hpp message.hpp json.hpp buffer.hpp \
+               store.hpp index.hpp blob_store.hpp journal.hpp status.hpp recent_entries.hpp sha256.hpp
+tcp-log-server.o: tcp-log-server.cpp tcp-log-server.hpp pino_log.hpp posix_file.hpp json.hpp buffer.hpp store.hpp index.hpp journal.hpp \
+                  status.hpp notify.hpp check_progress.hpp crc32c.hpp sha256.hpp
+server.o: server.cpp $(ENGINE_HDRS) sockets.hpp
+readers.o: readers.cpp $(ENGINE_HDRS)
+poller.o: poller.cpp poller.hpp
+sockets.o: sockets.cpp sockets.hpp
+c_api.o: c_api.cpp tcp_log_server.h tcp-log-server.hpp
 sha256.o: sha256.cpp sha256.hpp
-index.o: index.cpp index.hpp sha256.hpp journal.hpp status.hpp
+store.o: store.cpp store.hpp index.hpp blob_store.hpp journal.hpp posix_file.hpp sha256.hpp status.hpp
+index.o: index.cpp index.hpp posix_file.hpp status.hpp
+blob_store.o: blob_store.cpp blob_store.hpp posix_file.hpp sha256.hpp status.hpp
+posix_file.o: posix_file.cpp posix_file.hpp status.hpp
 buffer.o: buffer.cpp buffer.hpp
 crc32c.o: crc32c.cpp crc32c.hpp
-journal.o: journal.cpp journal.hpp status.hpp crc32c.hpp
+journal.o: journal.cpp journal.hpp status.hpp crc32c.hpp posix_file.hpp
 notify.o: notify.cpp notify.hpp
 
 run: tcp-log-server
 	./tcp-log-server
+
+# Programs that embed the server (doc/embedding.md), built against the public headers alone
+# (copied to build/include, as `make install` would put them) and the archive: two C++ hosts and
+# a C one, compiled by cc as C11 and linked by c++ as the README says.
+EXAMPLES := examples/poll_host examples/adopt_host examples/c_host
+examples: $(EXAMPLES)
+build/include/%: %
+	@mkdir -p $(@D)
+	cp $< $@
+EXAMPLE_HDRS := $(addprefix build/include/,$(PUBLIC_HDRS))
+examples/%_host: examples/%_host.cpp examples/host_config.hpp $(EXAMPLE_HDRS) $(LIB)
+	$(CXX) $(CXXFLAGS) -Ibuild/include -o $@ $< $(LIB) -lpthread
+examples/c_host.o: examples/c_host.c $(EXAMPLE_HDRS)
+	$(CC) -std=c11 -Wall -Werror -Ibuild/include -c -o $@ $<
+examples/c_host: examples/c_host.o $(LIB)
+	$(CXX) -o $@ $< $(LIB) -lpthread
 
 # A fully static, stripped binary for a small device (doc/operations.md, "A static binary"): no shared
 # library and no NSS. -Os and section garbage collection keep it under 1 MiB; the server never
@@ -38,12 +80,15 @@ run: tcp-log-server
 # would need NSS (getaddrinfo, getpwnam, ...) into an error. Its objects are built apart, in
 # static/, so the normal build keeps its own flags.
 STATIC_CXXFLAGS ?= -Os
-STATIC_OBJS := $(addprefix static/,tcp-log-server.o $(SERVER_OBJS))
+STATIC_OBJS := $(addprefix static/,$(SERVER_OBJS))
 static/%.o: %.cpp $(wildcard *.hpp)
 	@mkdir -p static
 	$(CXX) $(STATIC_CXXFLAGS) -std=c++17 -Wall -Wextra $(PLATFORM_FLAGS) -ffunction-sections -fdata-sections -c -o $@ $<
 
-static/tcp-log-server: $(STATIC_OBJS)
+static/$(LIB): $(STATIC_OBJS)
+	rm -f $@ && $(AR) rcs $@ $^
+
+static/tcp-log-server: static/tcp-log-server.o static/$(LIB)
 	$(CXX) $(STATIC_CXXFLAGS) -static -s -Wl,--gc-sections -Wl,--fatal-warnings -o $@ $^
 
 static: static/tcp-log-server
@@ -53,17 +98,31 @@ static: static/tcp-log-server
 BINDIR  ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man
 UNITDIR ?= $(PREFIX)/lib/systemd/system
-install: tcp-log-server
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+install: tcp-log-server $(LIB)
 	install -D -m 0755 tcp-log-server $(DESTDIR)$(BINDIR)/tcp-log-server
+	install -D -m 0644 $(LIB) $(DESTDIR)$(LIBDIR)/$(LIB)
+	install -D -m 0644 tcp-log-server.hpp $(DESTDIR)$(INCLUDEDIR)/tcp-log-server.hpp
+	install -D -m 0644 tcp_log_server.h $(DESTDIR)$(INCLUDEDIR)/tcp_log_server.h
+	install -d $(DESTDIR)$(PKGCONFIGDIR)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	  -e 's|@VERSION@|$(VERSION)|' tcp-log-server.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/tcp-log-server.pc
+	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/tcp-log-server.pc
 	install -D -m 0644 tcp-log-server.1 $(DESTDIR)$(MANDIR)/man1/tcp-log-server.1
 	install -d $(DESTDIR)$(UNITDIR)
 	sed 's|^ExecStart=/usr/local/bin/tcp-log-server|ExecStart=$(BINDIR)/tcp-log-server|' \
 	  tcp-log-server.service > $(DESTDIR)$(UNITDIR)/tcp-log-server.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/tcp-log-server.service
+	install -m 0644 tcp-log-server.socket $(DESTDIR)$(UNITDIR)/tcp-log-server.socket
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/tcp-log-server $(DESTDIR)$(MANDIR)/man1/tcp-log-server.1 \
-	  $(DESTDIR)$(UNITDIR)/tcp-log-server.service
+	  $(DESTDIR)$(UNITDIR)/tcp-log-server.service $(DESTDIR)$(UNITDIR)/tcp-log-server.socket \
+	  $(DESTDIR)$(LIBDIR)/$(LIB) \
+	  $(DESTDIR)$(INCLUDEDIR)/tcp-log-server.hpp $(DESTDIR)$(INCLUDEDIR)/tcp_log_server.h \
+	  $(DESTDIR)$(PKGCONFIGDIR)/tcp-log-server.pc
 
 # Test tools come from Debian packages. As root they are installed here, so that
 # `make test` passes on a fresh machine; otherwise we stop with the command to run.
@@ -91,15 +150,30 @@ check-deps:
 test/doctest_main.o: test/doctest_main.cpp | check-deps
 	$(CXX) $(CXXFLAGS) -c -o $@ $<
 
-test/%_test: test/%_test.cpp test/doctest_main.o $(SERVER_OBJS) $(wildcard test/*.hpp) json.hpp message.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp crc32c.hpp journal.hpp status.hpp notify.hpp check_progress.hpp | check-deps
-	$(CXX) $(CXXFLAGS) -I. -o $@ $< test/doctest_main.o $(SERVER_OBJS)
+test/%_test: test/%_test.cpp test/doctest_main.o $(LIB) $(wildcard test/*.hpp) $(SERVER_HDRS) | check-deps
+	$(CXX) $(CXXFLAGS) -I. -o $@ $< test/doctest_main.o $(LIB)
 
 # Preloaded by the fault tests to make one write short (k < n bytes) at a chosen moment.
 test/short_write_shim.so: test/short_write_shim.c
 	$(CC) -O2 -Wall -Wextra $(WERROR) -shared -fPIC -o $@ $< -ldl
 
-test: tcp-log-server static/tcp-log-server $(TESTS) test/short_write_shim.so fuzz-replay
+test: tcp-log-server static/tcp-log-server $(TESTS) test/short_write_shim.so fuzz-replay $(EXAMPLES)
 	@set -e; for t in $(TESTS); do echo "== $$t"; ./$$t; done
+	@$(MAKE) --no-print-directory test-embedded
+
+# The end-to-end protocol tests against each example host instead of the binary (the harness
+# starts TCP_LOG_SERVER): 42 of the 55. Not the cases about the binary itself: its log lines,
+# flags, configuration errors and defaults (HOST), the sockets it traces with strace, and its
+# memory bound.
+EMBEDDED_EXCLUDE := *--help exits 0*,HOST=::1 serves*,LEVELDOWN is accepted*,a bad flag or value exits 64*,\
+  a failure to start is one fatal log line*,a writer that does not read its confirmations*,\
+  by default the server accepts IPv4 and IPv6*,connections are logged*,every accepted socket gets*,\
+  flags win over environment*,half-close after a bad line*,invalid input is logged*,the listening log line*
+# (make joins the lines above with a space, which would be part of the names after it.)
+EMBEDDED_EXCLUDE := $(subst $(comma) ,$(comma),$(EMBEDDED_EXCLUDE))
+test-embedded: $(EXAMPLES) test/wire_test
+	@set -e; for h in $(EXAMPLES); do echo "== test/wire_test against $$h"; \
+	  TCP_LOG_SERVER=$(CURDIR)/$$h ./test/wire_test --test-case-exclude="$(EMBEDDED_EXCLUDE)"; done
 
 # Long runs outside CI: ROUNDS kill -9 rounds per SYNC mode (make crash-soak ROUNDS=1000).
 ROUNDS ?= 300
@@ -174,15 +248,12 @@ forward-bench: tcp-log-server forward-deps $(FORWARD_DEPS)
 # without libFuzzer, each one replays its corpus (seeds and every input that once found a bug)
 # as part of make test; built with clang's libFuzzer, make fuzz runs each for FUZZ_SECONDS.
 FUZZ_TARGETS  := json framer protocol
-SERVER_SRCS   := tcp-log-server.cpp sha256.cpp index.cpp buffer.cpp crc32c.cpp journal.cpp notify.cpp
-SERVER_HDRS   := json.hpp message.hpp sha256.hpp index.hpp buffer.hpp recent_entries.hpp crc32c.hpp journal.hpp \
-                 status.hpp notify.hpp check_progress.hpp
-fuzz_sources   = fuzz/$(1)_fuzz.cpp $(if $(filter framer,$(1)),buffer.cpp,)$(if $(filter protocol,$(1)),sha256.cpp index.cpp buffer.cpp crc32c.cpp journal.cpp notify.cpp,)
-FUZZ_DEPS     := $(SERVER_SRCS) $(SERVER_HDRS) fuzz/json_reference.hpp test/protocol_model.hpp
+FUZZ_DEPS     := $(SERVER_HDRS) fuzz/json_reference.hpp test/protocol_model.hpp
 
-build/replay/%_fuzz: fuzz/%_fuzz.cpp fuzz/replay_main.cpp $(FUZZ_DEPS)
+# Each fuzz target links the library of its build variant (the protocol target drives a Server).
+build/replay/%_fuzz: fuzz/%_fuzz.cpp fuzz/replay_main.cpp $(LIB) $(FUZZ_DEPS)
 	@mkdir -p $(@D)
-	$(CXX) $(CXXFLAGS) -I. -o $@ $(call fuzz_sources,$*) fuzz/replay_main.cpp -lpthread
+	$(CXX) $(CXXFLAGS) -I. -o $@ $< fuzz/replay_main.cpp $(LIB) -lpthread
 
 fuzz-replay: $(patsubst %,build/replay/%_fuzz,$(FUZZ_TARGETS))
 	@set -e; for t in $(FUZZ_TARGETS); do echo "== fuzz corpus replay: $$t"; ./build/replay/$${t}_fuzz fuzz/corpus/$$t; done
@@ -195,9 +266,17 @@ fuzz-deps:
 	$(call need_package,$(FUZZ_CXX),clang-14)
 	$(call need_package,$$($(FUZZ_CXX) -print-runtime-dir)/libclang_rt.fuzzer-x86_64.a,libclang-rt-14-dev)
 
-build/fuzz/%_fuzz: fuzz/%_fuzz.cpp $(FUZZ_DEPS) | fuzz-deps
+# The library for the fuzz targets: instrumented for coverage and the sanitizers, without
+# libFuzzer's main (the target brings it).
+FUZZ_LIB_FLAGS := $(subst -fsanitize=fuzzer$(comma),-fsanitize=fuzzer-no-link$(comma),$(FUZZ_FLAGS))
+build/fuzz/obj/%.o: %.cpp $(SERVER_HDRS) | fuzz-deps
 	@mkdir -p $(@D)
-	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $(call fuzz_sources,$*) -lpthread
+	$(FUZZ_CXX) $(FUZZ_LIB_FLAGS) -c -o $@ $<
+build/fuzz/$(LIB): $(addprefix build/fuzz/obj/,$(SERVER_OBJS))
+	rm -f $@ && $(AR) rcs $@ $^
+build/fuzz/%_fuzz: fuzz/%_fuzz.cpp build/fuzz/$(LIB) $(FUZZ_DEPS) | fuzz-deps
+	@mkdir -p $(@D)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -o $@ $< build/fuzz/$(LIB) -lpthread
 
 # Each target runs FUZZ_SECONDS (default 3 minutes) from its checked-in corpus; new corpus
 # entries and any crashing input go to a fresh temporary directory, printed at the end.
@@ -215,20 +294,22 @@ SAN_FLAGS   := -std=c++17 -Wall -Wextra $(WERROR) $(PLATFORM_FLAGS) -O1 -g -fno-
 # under ASan, and an LD_PRELOAD shim that ASan's runtime must precede) and limits_test (it
 # measures memory, which ASan changes).
 SAN_TESTS   := json buffer sha256 crc32c recent_entries index journal journal_store leveldb_refusal readme wire model
-SAN_OBJS    := $(patsubst %.cpp,$(SAN_DIR)/%.o,sha256.cpp index.cpp buffer.cpp crc32c.cpp journal.cpp notify.cpp)
+SAN_OBJS    := $(addprefix $(SAN_DIR)/,$(SERVER_OBJS))
 $(SAN_DIR)/%.o: %.cpp $(SERVER_HDRS)
 	@mkdir -p $(@D)
 	$(CXX) $(SAN_FLAGS) -I. -c -o $@ $<
-$(SAN_DIR)/tcp-log-server: $(SAN_DIR)/tcp-log-server.o $(SAN_OBJS)
+$(SAN_DIR)/$(LIB): $(SAN_OBJS)
+	rm -f $@ && $(AR) rcs $@ $^
+$(SAN_DIR)/tcp-log-server: $(SAN_DIR)/tcp-log-server.o $(SAN_DIR)/$(LIB)
 	$(CXX) $(SAN_FLAGS) -o $@ $^
 $(SAN_DIR)/test/doctest_main.o: test/doctest_main.cpp | check-deps
 	@mkdir -p $(@D)
 	$(CXX) $(SAN_FLAGS) -c -o $@ $<
-$(SAN_DIR)/test/%_test: test/%_test.cpp $(SAN_DIR)/test/doctest_main.o $(SAN_OBJS) $(wildcard test/*.hpp) $(SERVER_HDRS) | check-deps
-	$(CXX) $(SAN_FLAGS) -I. -o $@ $< $(SAN_DIR)/test/doctest_main.o $(SAN_OBJS)
-$(SAN_DIR)/replay/%_fuzz: fuzz/%_fuzz.cpp fuzz/replay_main.cpp $(FUZZ_DEPS)
+$(SAN_DIR)/test/%_test: test/%_test.cpp $(SAN_DIR)/test/doctest_main.o $(SAN_DIR)/$(LIB) $(wildcard test/*.hpp) $(SERVER_HDRS) | check-deps
+	$(CXX) $(SAN_FLAGS) -I. -o $@ $< $(SAN_DIR)/test/doctest_main.o $(SAN_DIR)/$(LIB)
+$(SAN_DIR)/replay/%_fuzz: fuzz/%_fuzz.cpp fuzz/replay_main.cpp $(SAN_DIR)/$(LIB) $(FUZZ_DEPS)
 	@mkdir -p $(@D)
-	$(CXX) $(SAN_FLAGS) -I. -o $@ $(call fuzz_sources,$*) fuzz/replay_main.cpp -lpthread
+	$(CXX) $(SAN_FLAGS) -I. -o $@ $< fuzz/replay_main.cpp $(SAN_DIR)/$(LIB) -lpthread
 
 # Left out under the sanitizers: a wire test that bounds the server's resident memory, which
 # ASan's shadow memory and quarantine make meaningless, and those that run the server under
@@ -254,7 +335,7 @@ model-test: tcp-log-server test/model_test
 	MODEL_SEEDS=$(MODEL_SEEDS) MODEL_OPS=$(MODEL_OPS) ./test/model_test
 
 clean:
-	rm -rf tcp-log-server *.o test/*.o $(TESTS) test/*.so test/write_bench test/json_canonical build static
+	rm -rf tcp-log-server *.o *.a $(EXAMPLES) examples/*.o test/*.o $(TESTS) test/*.so test/write_bench test/json_canonical build static
 
 # ---- Devices (doc/devices.md): static binaries for ARM and MIPS boards, and their tests under
 # qemu-user. ARCH is one of armhf (32-bit ARM, Raspberry Pi OS), arm64, mips (32-bit big-endian).
@@ -277,7 +358,7 @@ CROSS_DIR    := build/$(ARCH)
 # -Wno-psabi: GCC notes on 32-bit ARM that C++17 passes some types as GCC 7 did not; nothing of
 # ours crosses that ABI boundary (everything is linked statically, from one compiler).
 CROSS_FLAGS  := -std=c++17 -Wall -Wextra -Wno-psabi $(WERROR) $(PLATFORM_FLAGS)
-CROSS_OBJS   := $(addprefix $(CROSS_DIR)/obj/,tcp-log-server.o $(SERVER_OBJS))
+CROSS_LIB    := $(CROSS_DIR)/$(LIB)
 CROSS_LIB_OBJS := $(addprefix $(CROSS_DIR)/obj/,$(SERVER_OBJS))
 
 .PHONY: cross cross-deps test-cross
@@ -291,7 +372,10 @@ $(CROSS_DIR)/obj/%.o: %.cpp $(SERVER_HDRS) | cross-deps
 	@mkdir -p $(@D)
 	$(CROSS_CXX) -Os $(CROSS_FLAGS) -ffunction-sections -fdata-sections -c -o $@ $<
 
-$(CROSS_DIR)/tcp-log-server: $(CROSS_OBJS)
+$(CROSS_LIB): $(CROSS_LIB_OBJS)
+	rm -f $@ && $(CROSS_TRIPLE)-ar rcs $@ $^
+
+$(CROSS_DIR)/tcp-log-server: $(CROSS_DIR)/obj/tcp-log-server.o $(CROSS_LIB)
 	$(CROSS_CXX) -Os -static -no-pie -s -Wl,--gc-sections -Wl,--fatal-warnings -o $@ $^
 	@size=$$(stat -c %s $@); max=$(CROSS_MAX_BYTES_$(ARCH)); \
 	if [ $$size -gt $$max ]; then echo "make: $@ is $$size bytes, over the $$max allowed"; exit 1; fi
@@ -310,8 +394,8 @@ $(CROSS_DIR)/include/doctest/doctest.h: | check-deps
 $(CROSS_TEST_DIR)/doctest_main.o: test/doctest_main.cpp $(CROSS_DIR)/include/doctest/doctest.h | cross-deps
 	@mkdir -p $(@D)
 	$(CROSS_CXX) -O1 $(CROSS_FLAGS) -I$(CROSS_DIR)/include -c -o $@ $<
-$(CROSS_TEST_DIR)/%_test: test/%_test.cpp $(CROSS_TEST_DIR)/doctest_main.o $(CROSS_LIB_OBJS) $(wildcard test/*.hpp) $(SERVER_HDRS)
-	$(CROSS_CXX) -O1 $(CROSS_FLAGS) -I. -I$(CROSS_DIR)/include -static -o $@ $< $(CROSS_TEST_DIR)/doctest_main.o $(CROSS_LIB_OBJS) -lpthread
+$(CROSS_TEST_DIR)/%_test: test/%_test.cpp $(CROSS_TEST_DIR)/doctest_main.o $(CROSS_LIB) $(wildcard test/*.hpp) $(SERVER_HDRS)
+	$(CROSS_CXX) -O1 $(CROSS_FLAGS) -I. -I$(CROSS_DIR)/include -static -o $@ $< $(CROSS_TEST_DIR)/doctest_main.o $(CROSS_LIB) -lpthread
 $(CROSS_DIR)/qemu-tcp-log-server: $(CROSS_DIR)/tcp-log-server
 	printf '#!/bin/sh\n# The %s server under qemu-user, for the tests (make test-cross).\nexec %s %s "$$@"\n' \
 	  $(ARCH) $(CROSS_QEMU) $(CURDIR)/$< > $@

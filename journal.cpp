@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "crc32c.hpp"
+#include "posix_file.hpp"
 
 static_assert(sizeof(off_t) == 8, "build with -D_FILE_OFFSET_BITS=64 (see the Makefile)");
 
@@ -41,17 +42,11 @@ uint64_t get64(const char* p) {
   return v;
 }
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
 // 64 hex digits -> 32 bytes; false if `hex` is not 64 lowercase hex digits.
 bool hex_to_bytes(std::string_view hex, char* out) {
   if (hex.size() != 64) return false;
   for (size_t i = 0; i < 32; i++) {
-    int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+    int hi = lowercase_hex_value(hex[2 * i]), lo = lowercase_hex_value(hex[2 * i + 1]);
     if (hi < 0 || lo < 0) return false;
     out[i] = static_cast<char>(hi << 4 | lo);
   }
@@ -66,19 +61,6 @@ std::string bytes_to_hex(const char* p) {
     hex[2 * i + 1] = kDigits[static_cast<unsigned char>(p[i]) & 0xF];
   }
   return hex;
-}
-
-int pwrite_full(int fd, const char* data, size_t n, uint64_t offset) {
-  while (n > 0) {
-    ssize_t w = ::pwrite(fd, data, n, static_cast<off_t>(offset));
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return errno;
-    if (w == 0) return EIO;
-    data += w;
-    n -= static_cast<size_t>(w);
-    offset += static_cast<uint64_t>(w);
-  }
-  return 0;
 }
 
 // Reads up to n bytes at offset; returns the bytes read (fewer only at the end of the file), or
@@ -188,7 +170,7 @@ Status Journal::create(uint64_t bytes) {
   Status s;
   for (uint64_t at = 0; at < bytes && s.ok(); at += zeros.size()) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), bytes - at));
-    int err = pwrite_full(fd, zeros.data(), n, at);
+    int err = pwrite_all(fd, zeros.data(), n, at);
     if (err != 0) s = Status::Errno("cannot write journal", tmp, err);
   }
   if (s.ok() && ::fsync(fd) != 0) s = Status::Errno("cannot sync journal", tmp, errno);
@@ -229,7 +211,7 @@ Status Journal::write_header(int fd, int side, uint64_t generation) const {
   put64(h + 8, generation);
   put32(h + 16, static_cast<uint32_t>(side));
   put32(h + 20, mask(crc32c(0, h, 20)));
-  int err = pwrite_full(fd, h, sizeof h, side_start(side));
+  int err = pwrite_all(fd, h, sizeof h, side_start(side));
   if (err != 0) return Status::Errno("cannot write journal header", path_, err);
   return Status::Ok();
 }
@@ -338,12 +320,12 @@ Status Journal::append(const std::vector<Entry>& entries, bool sync) {
     put32(p, mask(crc32c(0, p + 4, kRecordHeaderBytes - 4 + e.bytes.size())));
     p += record_size(e.bytes.size());
   }
-  int err = pwrite_full(fd_, scratch_.data(), total, offset_[active_]);
+  int err = pwrite_all(fd_, scratch_.data(), total, offset_[active_]);
   const bool written = err == 0;
   if (written && sync && ::fdatasync(fd_) != 0) err = errno;
   if (err != 0) {
     std::fill(scratch_.begin(), scratch_.end(), '\0');
-    if (pwrite_full(fd_, scratch_.data(), total, offset_[active_]) != 0) failed_ = true;
+    if (pwrite_all(fd_, scratch_.data(), total, offset_[active_]) != 0) failed_ = true;
     if (scratch_.capacity() > (1u << 20)) std::string().swap(scratch_);
     return Status::Errno(written ? "cannot sync journal" : "cannot append to journal", path_, err);
   }
@@ -356,7 +338,7 @@ Status Journal::take_back(uint64_t end_before) {
   const uint64_t end_after = offset_[active_];
   if (end_before >= end_after) return Status::Ok();
   std::string zeros(static_cast<size_t>(end_after - end_before), '\0');
-  int err = pwrite_full(fd_, zeros.data(), zeros.size(), end_before);
+  int err = pwrite_all(fd_, zeros.data(), zeros.size(), end_before);
   if (err == 0 && ::fdatasync(fd_) != 0) err = errno;
   if (err != 0) {
     failed_ = true;

@@ -3,6 +3,7 @@
 // (fuzz/json_fuzz.cpp holds it to an independent reading of the README's rules).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "json.hpp"
@@ -43,3 +44,71 @@ inline Message classify(json::Document& d, std::string_view line) {
     m.kind = Message::Kind::Write;
   return m;
 }
+
+// ---- Replies: every line the server sends, one writer per shape (README, "Protocol"). `Out` is
+// anything with append(std::string_view): a connection's Buffer, or a std::string.
+namespace reply {
+
+// {"error":"<error>"}: a line refused, or the connection refused or ended.
+template <class Out>
+void error(std::string_view error, Out* out) {
+  std::string line = "{\"error\":";
+  json::write_string(error, &line);
+  line += "}\n";
+  out->append(std::string_view(line));
+}
+
+// {"id":"<id>","index":N}: a write confirmed, as entry N.
+template <class Out>
+void confirmed(std::string_view id, uint64_t index, Out* out) {
+  std::string line = "{\"id\":";
+  json::write_string(id, &line);
+  line += ",\"index\":";
+  line += std::to_string(index);
+  line += "}\n";
+  out->append(std::string_view(line));
+}
+
+// {"id":"<id>","error":"<error>"}: a write the store could not take.
+template <class Out>
+void write_failed(std::string_view id, std::string_view error, Out* out) {
+  std::string line = "{\"id\":";
+  json::write_string(id, &line);
+  line += ",\"error\":";
+  json::write_string(error, &line);
+  line += "}\n";
+  out->append(std::string_view(line));
+}
+
+// {"index":N,"entry":<entry>}: an entry for a reader; `entry` is its stored canonical JSON.
+template <class Out>
+void entry(uint64_t index, std::string_view entry, Out* out) {
+  out->append(std::string_view("{\"index\":"));
+  out->append(std::string_view(std::to_string(index)));
+  out->append(std::string_view(",\"entry\":"));
+  out->append(entry);
+  out->append(std::string_view("}\n"));
+}
+
+// {"index":N,"error":"<error>"}: an entry that is missing or damaged, in its place.
+template <class Out>
+void entry_error(uint64_t index, std::string_view error, Out* out) {
+  std::string line = "{\"index\":" + std::to_string(index) + ",\"error\":";
+  json::write_string(error, &line);
+  line += "}\n";
+  out->append(std::string_view(line));
+}
+
+// {"current":true}: a read's catch-up is out; what follows is new.
+template <class Out>
+void current(Out* out) {
+  out->append(std::string_view("{\"current\":true}\n"));
+}
+
+// {"head":H}: a batch read is done; H is the head it saw.
+template <class Out>
+void head(uint64_t head, Out* out) {
+  out->append(std::string_view("{\"head\":" + std::to_string(head) + "}\n"));
+}
+
+}  // namespace reply

@@ -3,10 +3,9 @@
 //
 // The server has no entry point below its sockets: the loop owns accept, recv and send. So each
 // input runs a fresh server on a fresh store over loopback, as the wire tests do, but in this
-// process, in a second thread: its code is instrumented like the target's, so coverage of the
-// dispatch, the commit and the readers guides the fuzzer, and ASan and UBSan watch it. The
-// server's source is compiled into this target as it is (only its main() renamed); nothing in it
-// knows it is fuzzed.
+// process, in a second thread, through the library's public API (tcp-log-server.hpp): its code
+// is instrumented like the target's, so coverage of the dispatch, the commit and the readers
+// guides the fuzzer, and ASan and UBSan watch it. Nothing in the library knows it is fuzzed.
 //
 // An input is one byte of configuration, then operations, each one byte (connection slot in the
 // low 2 bits, action above) and its operands:
@@ -18,16 +17,18 @@
 // A send on a slot whose connection is gone (or closing) opens a new one. At the end every
 // connection is half-closed and read to its end, the log is read back whole and checked, and the
 // server stopped; it must leave no descriptor behind.
-#define main tcp_log_server_main
-#include "tcp-log-server.cpp"
-#undef main
-
 #include <dirent.h>
+#include <signal.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <thread>
 
+#include "tcp-log-server.hpp"
 #include "test/protocol_model.hpp"
 
 namespace {
@@ -51,26 +52,6 @@ size_t open_descriptors() {
     ::closedir(d);
   }
   return n;
-}
-
-// The port of the one listening socket in this process: the server's.
-int listening_port() {
-  int port = -1;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (const dirent* e = ::readdir(d)) {
-      const int fd = std::atoi(e->d_name);
-      int listening = 0;
-      socklen_t len = sizeof listening;
-      sockaddr_storage ss{};
-      socklen_t slen = sizeof ss;
-      if (e->d_name[0] == '.' || ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 ||
-          !listening || ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &slen) != 0)
-        continue;
-      if (ss.ss_family == AF_INET) port = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
-    }
-    ::closedir(d);
-  }
-  return port;
 }
 
 // A message line from a template byte: the shapes that matter, with small varying numbers, so
@@ -180,7 +161,6 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     std::error_code ignored;
     std::filesystem::remove_all(g_base_dir, ignored);
   });
-  g_log.init(1000);  // silent: the fuzzer's output stays readable
   ::signal(SIGPIPE, SIG_IGN);
   return 0;
 }
@@ -195,37 +175,32 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   std::filesystem::create_directories(dir, ec);
-  std::vector<std::string> args{"tcp-log-server", "--port=0", "--host=127.0.0.1", "--blobs=" + dir + "/blobs",
-                                "--leveldb=" + dir + "/leveldb", "--sync=none", "--log-level=silent",
-                                "--max-message-bytes=" + std::to_string(max_line), "--max-connections=64"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  const Config config = parse_config(static_cast<int>(argv.size()), argv.data());
-
   std::string failure;
   {
-    Store store;
-    std::vector<std::string> warnings;
-    Status s = store.open({config.blobs, config.leveldb, config.sync}, &warnings);
-    if (!s.ok()) report("cannot open the store: " + s.error);
-    Server server(config, &store);
-    // The server takes SIGINT, SIGTERM and SIGHUP for its own stop; the fuzzer keeps them.
-    struct sigaction saved[3];
-    const int signals[3] = {SIGINT, SIGTERM, SIGHUP};
-    for (int i = 0; i < 3; ++i) ::sigaction(signals[i], nullptr, &saved[i]);
-    std::string error;
-    if (!server.start(&error)) report("cannot start the server: " + error);
-    for (int i = 0; i < 3; ++i) ::sigaction(signals[i], &saved[i], nullptr);
-    const int port = listening_port();
+    tcp_log_server::StoreOptions options;
+    options.blobs_dir = dir + "/blobs";
+    options.index_dir = dir + "/leveldb";
+    options.sync = tcp_log_server::Sync::None;
+    options.max_message_bytes = max_line;
+    tcp_log_server::Store store;
+    tcp_log_server::Status s = store.open(options);
+    if (!s.ok()) report("cannot open the store: " + s.message());
+    tcp_log_server::Limits limits;
+    limits.max_message_bytes = max_line;
+    limits.max_connections = 64;
+    tcp_log_server::Server server(store, limits, nullptr);  // silent: the fuzzer's output stays readable
+    s = server.listen("127.0.0.1", 0);
+    if (!s.ok()) report("cannot start the server: " + s.message());
+    const int port = server.port();
     if (port <= 0) report("the server listens on no port");
-    int status = -1;
-    std::thread loop([&] { status = server.run(); });
+    tcp_log_server::Status ran;
+    std::thread loop([&] { ran = server.run(); });
     failure = Run(max_line, port).play(data + 1, size - 1);
-    on_signal(SIGTERM);  // what the signal would do: a graceful stop
+    server.stop();  // what SIGTERM does to the binary: a graceful stop
     loop.join();
-    if (failure.empty() && status != kExitOk) failure = "the server stopped with status " + std::to_string(status);
-    Status closed = store.close();  // the clean stop main() makes
-    if (failure.empty() && !closed.ok()) failure = "cannot stop the store cleanly: " + closed.error;
+    if (failure.empty() && !ran.ok()) failure = "the server stopped with an error: " + ran.message();
+    tcp_log_server::Status closed = store.close();  // the clean stop the binary makes
+    if (failure.empty() && !closed.ok()) failure = "cannot stop the store cleanly: " + closed.message();
   }
   if (failure.empty() && open_descriptors() != descriptors)
     failure = "a stopped server left " + std::to_string(open_descriptors() - descriptors) + " descriptors open";

@@ -15,7 +15,7 @@
 #include <sys/statvfs.h>
 
 #include "harness.hpp"
-#include "index.hpp"
+#include "store.hpp"
 #include "sha256.hpp"
 
 using namespace harness;

@@ -8,7 +8,7 @@
 #pragma once
 
 #include "harness.hpp"
-#include "index.hpp"
+#include "store.hpp"
 #include "sha256.hpp"
 
 #include <deque>

@@ -110,7 +110,8 @@ inline const std::vector<std::string>& server_variables() {
   static const std::vector<std::string> names{
       "PORT",      "HOST",          "BLOBS",           "LEVELDB",         "LEVELDOWN",
       "SYNC",      "LOG_LEVEL",     "MAX_MESSAGE_BYTES", "MAX_CONNECTIONS", "MAX_INPUT_BYTES",
-      "MAX_OUTPUT_BYTES", "LINE_TIMEOUT", "READ_RETRY_SECONDS", "NOTIFY_SOCKET"};
+      "MAX_OUTPUT_BYTES", "LINE_TIMEOUT", "READ_RETRY_SECONDS", "JOURNAL_BYTES", "NOTIFY_SOCKET",
+      "LISTEN_PID", "LISTEN_FDS"};
   return names;
 }
 
@@ -793,6 +794,28 @@ inline std::string batch_read(long long from, long long count) {
   return R"({"from":)" + std::to_string(from) + R"(,"read":)" + std::to_string(count) + "}";
 }
 inline std::string numbered(long long n) { return R"({"n":)" + std::to_string(n) + "}"; }
+
+// While it lives, the servers this process starts are `binary` instead of $TCP_LOG_SERVER (an
+// example host, a wrapper script); then $TCP_LOG_SERVER is as it was.
+class ServerBinaryOverride {
+ public:
+  explicit ServerBinaryOverride(const std::string& binary) {
+    const char* old = std::getenv("TCP_LOG_SERVER");
+    had_ = old != nullptr;
+    if (old) saved_ = old;
+    ::setenv("TCP_LOG_SERVER", binary.c_str(), 1);
+  }
+  ~ServerBinaryOverride() {
+    if (had_) ::setenv("TCP_LOG_SERVER", saved_.c_str(), 1);
+    else ::unsetenv("TCP_LOG_SERVER");
+  }
+  ServerBinaryOverride(const ServerBinaryOverride&) = delete;
+  ServerBinaryOverride& operator=(const ServerBinaryOverride&) = delete;
+
+ private:
+  std::string saved_;
+  bool had_ = false;
+};
 
 // A server started on a fresh temporary directory.
 struct Fresh {

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "index.hpp"
+#include "store.hpp"
 #include "sha256.hpp"
 
 namespace {
