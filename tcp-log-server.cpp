@@ -606,6 +606,9 @@ int serve(const Config& config) {
   int status = kExitOk;
   {
     tcp_log_server::Server server(store, limits, &sink);
+    // Before the listening line: a SIGTERM sent as soon as it appears is the graceful stop.
+    g_server = &server;
+    handle_stop_signals();
     std::vector<int> activated;
     std::string activation_error;
     if (activated_sockets(&activated, &activation_error)) {
@@ -616,11 +619,10 @@ int serve(const Config& config) {
       s = server.listen(config.host, config.port);
     }
     if (!s.ok()) {
+      g_server = nullptr;
       g_log.line(kFatal, "cannot start", Log::Fields().str("error", s.message()));
       return kExitFailure;
     }
-    g_server = &server;
-    handle_stop_signals();
     s = server.run();  // a failure was reported to the sink
     g_server = nullptr;
     if (!s.ok()) status = kExitFailure;
