@@ -44,7 +44,7 @@ struct PeerAddress {
 //
 // A read's catch-up is every entry that existed when it arrived, then {"current":true}; a
 // batch read that reaches its K entries first ends there with {"head":H}. Until its catch-up
-// is out, no later message of the connection is dispatched (README, "Replies in order").
+// is out, no later message of the connection is dispatched (doc/protocol.md, "Replies in order").
 struct ReadCursor {
   enum class Kind : uint8_t { None, Stream, Batch };
   Kind kind = Kind::None;

@@ -22,7 +22,7 @@
 
 namespace tcp_log_server {
 
-// ---- What one connection may hold (README, "Limits").
+// ---- What one connection may hold (doc/operations.md, "Limits").
 // Output past this mark stops the connection's reader from filling and its input from being
 // read, so a peer that does not read costs at most about this much (plus one entry).
 constexpr size_t kOutputHighWater = 256 * 1024;
@@ -40,7 +40,7 @@ constexpr uint64_t kDescriptorReserve = 64;
 // Refused connections (over MAX_CONNECTIONS) that are given a moment to read their error.
 constexpr size_t kMaxRefusedLingering = 16;
 
-// ---- Fairness (README, "Fairness"). Work done for readers in one pass (copying entries into
+// ---- Fairness (doc/operations.md, "Fairness"). Work done for readers in one pass (copying entries into
 // output, reading and checking blobs) is bounded by a budget shared round-robin, so that the
 // lines of other connections are dispatched and committed every pass, i.e. within about a
 // millisecond, whatever the readers do. Costs are in bytes: an entry costs its size plus

@@ -1,6 +1,6 @@
 // What a line of the protocol asks for: the server's classification of a parsed line, apart from
 // the server so that the fuzz targets and the differential test can check this very function
-// (fuzz/json_fuzz.cpp holds it to an independent reading of the README's rules).
+// (fuzz/json_fuzz.cpp holds it to an independent reading of the protocol's rules).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -45,7 +45,7 @@ inline Message classify(json::Document& d, std::string_view line) {
   return m;
 }
 
-// ---- Replies: every line the server sends, one writer per shape (README, "Protocol"). `Out` is
+// ---- Replies: every line the server sends, one writer per shape (doc/protocol.md). `Out` is
 // anything with append(std::string_view): a connection's Buffer, or a std::string.
 namespace reply {
 

@@ -1,5 +1,5 @@
 // The readers of the server's engine: each read cursor copies stored entries into its
-// connection's output, within the pass's budget, round-robin (README, "Fairness").
+// connection's output, within the pass's budget, round-robin (doc/operations.md, "Fairness").
 #include <algorithm>
 #include <string>
 #include <string_view>

@@ -75,8 +75,8 @@ constexpr const char* kUnsyncedMarker = "UNSYNCED";
 // With SYNC=always, a commit appends the batch to the journal and syncs it (one fdatasync),
 // then writes the blobs and the index records without syncing; a checkpoint, in a thread of
 // its own, later makes them durable in bulk (syncfs, or per-file syncs where syncfs does not
-// report write-back errors) and retires the journal side that held them. See README,
-// "Durability".
+// report write-back errors) and retires the journal side that held them. See
+// doc/durability.md.
 class Store {
  public:
   Store();
@@ -96,12 +96,11 @@ class Store {
     uint64_t journal_bytes = 0;
     uint64_t journal_min_bytes = 4 * (1048576 + 4096);
   };
-  // Locks both directories, opens them and recovers the index tail (see README, "Durability").
+  // Locks both directories, opens them and recovers the index tail (see doc/durability.md).
   // Recovery notes (cut bytes, cut records, removed temp files) are appended to *warnings.
   // Before anything else, and before creating or writing anything: fails, naming the directory
   // and the command that migrates it, when the index directory holds a LevelDB database (the
-  // Node.js server's: a CURRENT or MANIFEST-* file) and no index file (README, "Moving from
-  // the Node.js server").
+  // Node.js server's: a CURRENT or MANIFEST-* file) and no index file (doc/migrating.md).
   // Recovery replays the journal (every entry it holds gets its blob and its index record
   // written again), cuts a bad tail, makes everything durable, and empties the journal. Then,
   // under SYNC=none, writes the UNSYNCED marker (durably).

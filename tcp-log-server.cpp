@@ -43,7 +43,7 @@ namespace {
 
 constexpr const char* kVersion = "0.2.0";
 
-// Exit statuses (also in --help and the README).
+// Exit statuses (also in --help, the man page and doc/operations.md).
 constexpr int kExitOk = 0;        // stopped by a signal, gracefully; or --check found no problem
 constexpr int kExitFailure = 1;   // could not start (port, directory, lock) or a fatal error
 constexpr int kExitUsage = 64;    // bad flag or value (EX_USAGE)

@@ -41,7 +41,7 @@ class Status {
   std::string message_;  // empty: ok
 };
 
-// Whether a write is on stable storage before it is confirmed (README, "Durability").
+// Whether a write is on stable storage before it is confirmed (doc/durability.md).
 enum class Sync { Always, None };
 
 // Where the log lives and how it is written. The defaults are the binary's.
@@ -66,7 +66,7 @@ class Store {
   Store& operator=(const Store&) = delete;
 
   // Locks and opens both directories, creating them as needed, and recovers what a crash left
-  // (README, "Durability"). What recovery did (bytes cut, entries replayed) is appended to
+  // (doc/durability.md). What recovery did (bytes cut, entries replayed) is appended to
   // *notes when given. Fails on a directory in use, unusable, or holding the Node.js server's
   // LevelDB database that was not migrated. Call at most once.
   Status open(const StoreOptions& options, std::vector<std::string>* notes = nullptr);
@@ -86,7 +86,7 @@ class Store {
   std::unique_ptr<Impl> impl_;
 };
 
-// What one server may hold (README, "Limits"). 0 where noted picks the default.
+// What one server may hold (doc/operations.md, "Limits"). 0 where noted picks the default.
 struct Limits {
   uint64_t max_message_bytes = 1048576;  // the longest line; at least 64
   // Connections served at once; more get {"error":"too many connections"}. 0: the process's
@@ -159,7 +159,7 @@ class EventSink {
   virtual void on_writable() {}
 };
 
-// Serves a Store over TCP with the newline-delimited JSON protocol of the README. Construct,
+// Serves a Store over TCP with the newline-delimited JSON protocol of doc/protocol.md. Construct,
 // give it sockets (listen(), adopt_listener(), adopt()), then drive it: run(), or fd() and
 // run_once() from the host's own loop. The Store must stay open while the Server lives.
 class Server {
@@ -195,7 +195,7 @@ class Server {
   int timeout_ms() const;
   // One pass of the loop: waits at most `timeout_ms` (0: not at all; -1: as run() would) for
   // its descriptors, then does what is ready. Returns an error only if poll() failed. A pass
-  // reads at most 64 KiB per connection and serves readers within a budget (README,
+  // reads at most 64 KiB per connection and serves readers within a budget (doc/operations.md,
   // "Fairness"), but commits every write it read: a burst of pipelined writes holds the host
   // for as long as storing them takes (SYNC=always: one sync per 4096 entries).
   Status run_once(int timeout_ms);

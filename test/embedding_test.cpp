@@ -123,7 +123,7 @@ TEST_CASE("a host's own timer stays on time while clients write and read through
   MESSAGE("the host's timer: " << *ticks << " ticks, at most " << *late << " ms late, while "
                                  << written.load() << " writes went through its loop");
   CHECK(*ticks >= 25);
-  // A pass of the server is bounded (README, "Fairness"): about a millisecond. 100 ms leaves
+  // A pass of the server is bounded (doc/operations.md, "Fairness"): about a millisecond. 100 ms leaves
   // room for a machine that other work shares.
   CHECK(*late < 100);
 }

@@ -1,4 +1,4 @@
-// Socket activation (README, "Running as a service"; tcp-log-server.socket): with LISTEN_PID set
+// Socket activation (doc/operations.md, "Socket activation"; tcp-log-server.socket): with LISTEN_PID set
 // to its pid and LISTEN_FDS=n, the server serves the listening sockets 3 .. 3+n-1 that the
 // service manager opened, instead of opening its own.
 //
