@@ -10,8 +10,8 @@ PLATFORM_FLAGS := -D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64
 CXXFLAGS += -std=c++17 -Wall -Wextra $(WERROR) $(PLATFORM_FLAGS)
 LDFLAGS  ?=
 PREFIX   ?= /usr/local
-# The version, from the one place it is written (tcp-log-server.cpp), for the pkg-config file.
-VERSION  := $(shell sed -n 's/.*kVersion = "\(.*\)";/\1/p' tcp-log-server.cpp)
+# The version, from the one place it is written (tcp-log-server.hpp), for the pkg-config file.
+VERSION  := $(shell sed -n 's/.*kVersion = "\(.*\)";/\1/p' tcp-log-server.hpp)
 
 # The library (tcp-log-server.hpp): every object but the binary's main, in one archive per build
 # variant, which the binary, the tests, the examples and the fuzz targets link.

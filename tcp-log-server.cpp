@@ -41,7 +41,7 @@ static_assert(sizeof(off_t) == 8, "build with -D_FILE_OFFSET_BITS=64 (see the Ma
 
 namespace {
 
-constexpr const char* kVersion = "0.2.0";
+using tcp_log_server::kVersion;
 
 // Exit statuses (also in --help, the man page and doc/operations.md).
 constexpr int kExitOk = 0;        // stopped by a signal, gracefully; or --check found no problem

@@ -23,6 +23,9 @@
 
 namespace tcp_log_server {
 
+// The library's version (the binary's --version, and build_info in the metrics).
+inline constexpr const char* kVersion = "0.2.0";
+
 // The result of an operation: ok(), or a message saying what failed, where and why (the file
 // or address, and the system's reason).
 class Status {
