@@ -22,6 +22,7 @@ comma       := ,
 # Every header of the sources, the library's and the binary's (pino_log.hpp, notify.hpp).
 PUBLIC_HDRS := tcp-log-server.hpp tcp_log_server.h
 SERVER_HDRS := tcp-log-server.hpp tcp_log_server.h engine.hpp connection.hpp poller.hpp sockets.hpp json.hpp message.hpp \
+               monotonic.hpp \
                sha256.hpp store.hpp index.hpp blob_store.hpp posix_file.hpp buffer.hpp recent_entries.hpp crc32c.hpp journal.hpp status.hpp notify.hpp \
                check_progress.hpp pino_log.hpp
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
@@ -46,13 +47,13 @@ poller.o: poller.cpp poller.hpp
 sockets.o: sockets.cpp sockets.hpp
 c_api.o: c_api.cpp tcp_log_server.h tcp-log-server.hpp
 sha256.o: sha256.cpp sha256.hpp
-store.o: store.cpp store.hpp index.hpp blob_store.hpp journal.hpp posix_file.hpp sha256.hpp status.hpp
+store.o: store.cpp store.hpp index.hpp blob_store.hpp journal.hpp posix_file.hpp sha256.hpp status.hpp monotonic.hpp
 index.o: index.cpp index.hpp posix_file.hpp status.hpp
 blob_store.o: blob_store.cpp blob_store.hpp posix_file.hpp sha256.hpp status.hpp
 posix_file.o: posix_file.cpp posix_file.hpp status.hpp
 buffer.o: buffer.cpp buffer.hpp
 crc32c.o: crc32c.cpp crc32c.hpp
-journal.o: journal.cpp journal.hpp status.hpp crc32c.hpp posix_file.hpp
+journal.o: journal.cpp journal.hpp status.hpp crc32c.hpp posix_file.hpp monotonic.hpp
 notify.o: notify.cpp notify.hpp
 
 run: tcp-log-server

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "crc32c.hpp"
+#include "monotonic.hpp"
 #include "posix_file.hpp"
 
 static_assert(sizeof(off_t) == 8, "build with -D_FILE_OFFSET_BITS=64 (see the Makefile)");
@@ -322,7 +323,12 @@ Status Journal::append(const std::vector<Entry>& entries, bool sync) {
   }
   int err = pwrite_all(fd_, scratch_.data(), total, offset_[active_]);
   const bool written = err == 0;
-  if (written && sync && ::fdatasync(fd_) != 0) err = errno;
+  last_sync_ns_ = 0;
+  if (written && sync) {
+    const uint64_t started = monotonic_ns();  // metrics: the sync's latency
+    if (::fdatasync(fd_) != 0) err = errno;
+    last_sync_ns_ = monotonic_ns() - started;
+  }
   if (err != 0) {
     std::fill(scratch_.begin(), scratch_.end(), '\0');
     if (pwrite_all(fd_, scratch_.data(), total, offset_[active_]) != 0) failed_ = true;

@@ -93,6 +93,16 @@ class Journal {
   uint64_t end() const { return offset_[active_]; }
   bool failed() const { return failed_; }
 
+  // Metrics: how long the last append's fdatasync took (0 if it did not sync), and the bytes of
+  // records both sides hold that no checkpoint has retired yet.
+  uint64_t last_sync_ns() const { return last_sync_ns_; }
+  uint64_t held() const {
+    uint64_t bytes = 0;
+    for (int side = 0; side < 2 && is_open(); side++)
+      if (!free_[side]) bytes += offset_[side] - side_start(side) - kHeaderBytes;
+    return bytes;
+  }
+
   // Checkpoints. A side is free once retired: switch() moves appends to the other side if it
   // is free, and returns the side left behind, which holds records until it is retired.
   bool can_switch() const { return free_[1 - active_]; }
@@ -134,4 +144,5 @@ class Journal {
   uint64_t recreate_bytes_ = 0;  // the size reset() gives a journal found with another size
   bool failed_ = false;
   std::string scratch_;  // one append's records
+  uint64_t last_sync_ns_ = 0;
 };

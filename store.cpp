@@ -22,6 +22,7 @@
 #include <cstring>
 #include <unordered_set>
 
+#include "monotonic.hpp"
 #include "posix_file.hpp"
 #include "sha256.hpp"
 
@@ -382,6 +383,7 @@ struct Store::Checkpointer {
 };
 
 void Store::start_checkpoint() {
+  checkpoint_started_ns_ = monotonic_ns();  // metrics
   const int side = journal_.switch_sides();
   const uint64_t generation = journal_.next_generation();
   std::vector<std::string> dirs(side_dirs_[side].begin(), side_dirs_[side].end());
@@ -396,6 +398,7 @@ Status Store::checkpoint_finished() {
   int side = 0;
   uint64_t generation = 0;
   Status s = checkpointer_->wait(&side, &generation);
+  last_checkpoint_ns_ = monotonic_ns() - checkpoint_started_ns_;  // metrics
   if (s.ok()) {
     journal_.retired(side, generation);
   } else if (refused_.empty()) {

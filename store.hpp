@@ -134,6 +134,13 @@ class Store {
   bool journal_holds_entries() const;
   // Not empty once writes are refused; says why.
   const std::string& writes_refused() const { return refused_; }
+  // Metrics: the journal's records not yet retired, and what its two sides hold at most (both
+  // 0 under SYNC=none); how long the last commit's journal sync took (0: none), and the last
+  // checkpoint collected by checkpoint_finished(), from its start.
+  uint64_t journal_used_bytes() const { return journaled() ? journal_.held() : 0; }
+  uint64_t journal_capacity_bytes() const { return journaled() ? 2 * journal_.side_capacity() : 0; }
+  uint64_t last_sync_ns() const { return journaled() ? journal_.last_sync_ns() : 0; }
+  uint64_t last_checkpoint_ns() const { return last_checkpoint_ns_; }
   // The clean stop: waits for a running checkpoint, then makes everything durable and empties
   // the journal, so that the next start replays nothing. An error says what is left to replay.
   Status close();
@@ -183,6 +190,8 @@ class Store {
   std::set<std::string> side_dirs_[2];
   bool separate_file_systems_ = false;  // BLOBS and LEVELDB: one syncfs each, or one for both
   std::string refused_;
+  uint64_t checkpoint_started_ns_ = 0;  // metrics: see last_checkpoint_ns()
+  uint64_t last_checkpoint_ns_ = 0;
   // read()'s cache: a run of index records, from records_first_. The index below the head
   // never changes while the store is open, so the cache never goes stale.
   static constexpr size_t kReadRun = 64;
