@@ -15,14 +15,14 @@ VERSION  := $(shell sed -n 's/.*kVersion = "\(.*\)";/\1/p' tcp-log-server.hpp)
 
 # The library (tcp-log-server.hpp): every object but the binary's main, in one archive per build
 # variant, which the binary, the tests, the examples and the fuzz targets link.
-SERVER_OBJS := server.o readers.o poller.o sockets.o c_api.o store.o index.o blob_store.o posix_file.o journal.o \
-               sha256.o crc32c.o buffer.o notify.o
+SERVER_OBJS := server.o readers.o poller.o sockets.o c_api.o metrics_http.o store.o index.o blob_store.o \
+               posix_file.o journal.o sha256.o crc32c.o buffer.o notify.o
 LIB         := libtcplogserver.a
 comma       := ,
 # Every header of the sources, the library's and the binary's (pino_log.hpp, notify.hpp).
 PUBLIC_HDRS := tcp-log-server.hpp tcp_log_server.h
 SERVER_HDRS := tcp-log-server.hpp tcp_log_server.h engine.hpp connection.hpp poller.hpp sockets.hpp json.hpp message.hpp \
-               monotonic.hpp \
+               metrics_http.hpp monotonic.hpp \
                sha256.hpp store.hpp index.hpp blob_store.hpp posix_file.hpp buffer.hpp recent_entries.hpp crc32c.hpp journal.hpp status.hpp notify.hpp \
                check_progress.hpp pino_log.hpp
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
@@ -44,6 +44,7 @@ tcp-log-server.o: tcp-log-server.cpp tcp-log-server.hpp pino_log.hpp posix_file.
 server.o: server.cpp $(ENGINE_HDRS) sockets.hpp
 readers.o: readers.cpp $(ENGINE_HDRS)
 poller.o: poller.cpp poller.hpp
+metrics_http.o: metrics_http.cpp metrics_http.hpp sockets.hpp
 sockets.o: sockets.cpp sockets.hpp
 c_api.o: c_api.cpp tcp_log_server.h tcp-log-server.hpp
 sha256.o: sha256.cpp sha256.hpp
