@@ -15,7 +15,7 @@ VERSION  := $(shell sed -n 's/.*kVersion = "\(.*\)";/\1/p' tcp-log-server.hpp)
 
 # The library (tcp-log-server.hpp): every object but the binary's main, in one archive per build
 # variant, which the binary, the tests, the examples and the fuzz targets link.
-SERVER_OBJS := server.o readers.o poller.o sockets.o c_api.o metrics_http.o store.o index.o blob_store.o \
+SERVER_OBJS := server.o readers.o poller.o sockets.o c_api.o metrics.o metrics_http.o store.o index.o blob_store.o \
                posix_file.o journal.o sha256.o crc32c.o buffer.o notify.o
 LIB         := libtcplogserver.a
 comma       := ,
@@ -37,13 +37,14 @@ $(LIB): $(SERVER_OBJS)
 tcp-log-server: tcp-log-server.o $(LIB)
 	$(CXX) $(CXXFLAGS) $(LDFLAGS) -o $@ $^
 
-ENGINE_HDRS := tcp-log-server.hpp engine.hpp connection.hpp poller.hpp message.hpp json.hpp buffer.hpp \
+ENGINE_HDRS := tcp-log-server.hpp engine.hpp connection.hpp poller.hpp metrics_http.hpp monotonic.hpp message.hpp json.hpp buffer.hpp \
                store.hpp index.hpp blob_store.hpp journal.hpp status.hpp recent_entries.hpp sha256.hpp
 tcp-log-server.o: tcp-log-server.cpp tcp-log-server.hpp pino_log.hpp posix_file.hpp json.hpp buffer.hpp store.hpp index.hpp journal.hpp \
                   status.hpp notify.hpp check_progress.hpp crc32c.hpp sha256.hpp
 server.o: server.cpp $(ENGINE_HDRS) sockets.hpp
 readers.o: readers.cpp $(ENGINE_HDRS)
 poller.o: poller.cpp poller.hpp
+metrics.o: metrics.cpp $(ENGINE_HDRS)
 metrics_http.o: metrics_http.cpp metrics_http.hpp sockets.hpp
 sockets.o: sockets.cpp sockets.hpp
 c_api.o: c_api.cpp tcp_log_server.h tcp-log-server.hpp

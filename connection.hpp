@@ -96,6 +96,7 @@ struct Connection {
   bool dead = false;          // to be removed at the end of the pass
   bool refused = false;       // over MAX_CONNECTIONS: gets one error line, is not counted
   bool waits_for_journal = false;  // a write of it waits for the journal's checkpoint
+  int8_t close_reason = -1;  // metrics: why it closes (a CloseReason), once that is known
 
   // The poll set: this connection's slot in it and the events registered there. A parked
   // connection (see Server::park()) waits for input in the epoll set instead; its slot's

@@ -16,6 +16,7 @@
 #include "store.hpp"
 #include "json.hpp"
 #include "message.hpp"
+#include "metrics_http.hpp"
 #include "poller.hpp"
 #include "recent_entries.hpp"
 #include "tcp-log-server.hpp"
@@ -95,7 +96,8 @@ constexpr size_t kWakeSlot = 0;
 constexpr size_t kSinkSlot = 1;        // the sink's descriptor, while its output waits
 constexpr size_t kCheckpointSlot = 2;  // the store's checkpoint, while one runs
 constexpr size_t kParkedSlot = 3;      // the epoll set of parked connections
-constexpr size_t kFixedSlots = 4;
+constexpr size_t kMetricsSlot = 4;     // the monitoring listener's epoll set, once it listens
+constexpr size_t kFixedSlots = 5;
 
 inline int64_t now_ms() {
   struct timespec ts;
@@ -150,7 +152,7 @@ struct Server::Impl {
   // ---- Helpers.
   enum class EntryResult { Sent, Retry };
   EntryResult append_entry(Connection& c, uint64_t index, size_t* cost);
-  void protocol_error(Connection& c, const char* error, std::string_view detail);
+  void protocol_error(Connection& c, const char* error, std::string_view detail, CloseReason reason);
   void refuse(int fd, const PeerAddress& peer);
   void add_connection(std::unique_ptr<Connection> c);
   void remove_slot(size_t slot);
@@ -167,6 +169,16 @@ struct Server::Impl {
   int poll_timeout();
   void log_refused();
   void check_invariants(const Connection& c) const;
+
+  // ---- Metrics (metrics.cpp). Counters are kept in counters_ where their events happen;
+  // gauges are computed by snapshot().
+  void snapshot(Metrics* m) const;
+  void on_metrics_ready();
+  void count_closed(const Connection& c);
+  void count_commit(bool ok, bool store_failed, uint64_t ns, const std::vector<std::string_view>& bytes);
+  static void set_close_reason(Connection& c, CloseReason reason) {
+    if (c.close_reason < 0) c.close_reason = static_cast<int8_t>(reason);
+  }
 
   // ---- Events for the host's sink (tcp-log-server.hpp); built only when wanted.
   bool wants(EventKind kind) const { return (wanted_ >> static_cast<unsigned>(kind)) & 1u; }
@@ -238,6 +250,9 @@ struct Server::Impl {
   int64_t next_housekeeping_ms_ = 0;
   uint64_t refused_unlogged_ = 0;
   int64_t refused_logged_ms_ = 0;
+
+  Metrics counters_;                            // the counters and histograms of metrics()
+  std::unique_ptr<MetricsHttp> metrics_http_;  // the monitoring listener, once it listens
 };
 
 }  // namespace tcp_log_server

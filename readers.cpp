@@ -104,6 +104,7 @@ Server::Impl::EntryResult Server::Impl::append_entry(Connection& c, uint64_t ind
       e.error = s.error;
       emit(e);
       reply::error("cannot read entry " + std::to_string(index) + ": " + s.error, &c.output);
+      set_close_reason(c, CloseReason::ReadFailed);
       c.closing = true;
       c.reader = ReadCursor();
       c.input.clear();

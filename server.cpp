@@ -44,6 +44,7 @@
 #include "recent_entries.hpp"
 #include "sha256.hpp"
 #include "engine.hpp"
+#include "monotonic.hpp"
 #include "sockets.hpp"
 #include "tcp-log-server.hpp"
 
@@ -124,6 +125,7 @@ Server::Impl::Impl(::Store* store, const Limits& limits, EventSink* sink)
   poller_.add(-1, POLLOUT);
   poller_.add(-1, POLLIN);
   poller_.add(poller_.parked_fd(), POLLIN);
+  poller_.add(-1, POLLIN);  // the monitoring listener's, once it listens
   connections_.resize(kFixedSlots);
   first_connection_slot_ = kFixedSlots;
 }
@@ -167,6 +169,7 @@ Status Server::Impl::add_listener(int fd, std::string_view host, bool report) {
     e.address = host;
     e.head = store_->head();
     e.journal_bytes = store_->journal_bytes();
+    if (metrics_http_) e.metrics_address = metrics_http_->address();
     emit(e);
   }
   return Status::Ok();
@@ -315,6 +318,8 @@ void Server::Impl::accept_connections(int listen_fd) {
           emit(e);
         }
         accept_paused_until_ms_ = now_ + 100;
+        counters_.connections_refused[static_cast<size_t>(
+            errno == EMFILE || errno == ENFILE ? RefuseReason::OutOfDescriptors : RefuseReason::OutOfMemory)]++;
       }
       return;
     }
@@ -336,6 +341,7 @@ void Server::Impl::take_connection(int fd, const PeerAddress& peer) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &unsent, sizeof unsent);
   auto c = std::make_unique<Connection>(next_connection_id_++, fd, peer, limits_.max_message_bytes,
                                         &input_bytes_, &output_bytes_);
+  counters_.connections_accepted++;
   if (wants(EventKind::ConnectionAccepted)) {
     const std::string address = peer.text();
     Event e = event(EventKind::ConnectionAccepted, c.get());
@@ -352,6 +358,7 @@ void Server::Impl::refuse(int fd, const PeerAddress& peer) {
   std::string refusal;
   reply::error("too many connections", &refusal);
   refused_unlogged_++;
+  counters_.connections_refused[static_cast<size_t>(RefuseReason::MaxConnections)]++;
   log_refused();
   if (refused_lingering_ >= kMaxRefusedLingering) {
     if (::send(fd, refusal.data(), refusal.size(), MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
@@ -393,6 +400,7 @@ void Server::Impl::on_events(Connection& c, short revents) {
     // will never read (what followed a bad line) would make close() send a reset, which throws
     // them away. The peer has sent its end, so discarding that input comes to an end.
     if (!(revents & POLLERR)) discard_input(c);
+    else set_close_reason(c, CloseReason::Reset);
     c.dead = true;
   }
 }
@@ -422,6 +430,7 @@ void Server::Impl::read_input(Connection& c) {
       e.error = std::strerror(errno);
       emit(e);
     }
+    set_close_reason(c, CloseReason::Reset);
     c.dead = true;
   }
 }
@@ -450,7 +459,7 @@ void Server::Impl::dispatch_lines(Connection& c) {
     // line cannot share a pass with earlier writes, as the input holds at most one line's
     // worth; the check keeps that from being load-bearing.)
     if (f.kind == LineFramer::Kind::TooLong) {
-      if (c.pending_writes == 0) protocol_error(c, "message too large", "");
+      if (c.pending_writes == 0) protocol_error(c, "message too large", "", CloseReason::TooLarge);
       break;
     }
     const bool blank = LineFramer::is_blank(f.line);
@@ -483,7 +492,9 @@ void Server::Impl::dispatch_lines(Connection& c) {
 // ---------------------------------------------------------------------------------------------
 // Dispatch: one parsed message -> batch, cursor or error reply
 
-void Server::Impl::protocol_error(Connection& c, const char* error, std::string_view detail) {
+void Server::Impl::protocol_error(Connection& c, const char* error, std::string_view detail,
+                                  CloseReason reason) {
+  set_close_reason(c, reason);
   if (wants(EventKind::ProtocolError)) {
     Event e = event(EventKind::ProtocolError, &c);
     e.text = error;
@@ -507,7 +518,7 @@ void Server::Impl::dispatch(Connection& c, const Message& m, std::string_view li
   }
   switch (m.kind) {
     case Message::Kind::NotJson:
-      protocol_error(c, "invalid JSON", d.error());
+      protocol_error(c, "invalid JSON", d.error(), CloseReason::InvalidJson);
       return;
     case Message::Kind::Invalid:
       if (wants(EventKind::InvalidMessage)) {
@@ -568,7 +579,10 @@ void Server::Impl::commit_batch() {
       bytes.resize(room);
     }
     uint64_t first = store_->head() + 1;
+    const bool store_failed = !store_->writes_refused().empty();
+    const uint64_t started = monotonic_ns();
     ::Status s = store_->commit(hashes, bytes);
+    count_commit(s.ok(), store_failed, monotonic_ns() - started, bytes);
     if (!s.ok() && wants(EventKind::StorageError)) {
       Event e = event(EventKind::StorageError);
       e.error = s.error;
@@ -591,7 +605,10 @@ void Server::Impl::commit_batch() {
           emit(e);
         }
         recent_.add(index, w.bytes);
-        if (!c.dead) reply::confirmed(w.id, index, &c.output);
+        if (!c.dead) {
+          reply::confirmed(w.id, index, &c.output);
+          counters_.writes_confirmed++;
+        }
       } else if (!c.dead) {
         reply::write_failed(w.id, s.error, &c.output);
       }
@@ -601,6 +618,7 @@ void Server::Impl::commit_batch() {
   }
   batch_.erase(batch_.begin(), batch_.begin() + static_cast<ptrdiff_t>(done));
   if (!batch_.empty() && !journal_full_) {
+    counters_.journal_full++;
     Event e = event(EventKind::JournalFull);
     e.count = batch_.size();
     emit(e);
@@ -620,6 +638,8 @@ void Server::Impl::commit_batch() {
 // failed, every write from now on is refused with the reason).
 void Server::Impl::on_checkpoint_finished() {
   ::Status s = store_->checkpoint_finished();
+  if (s.ok()) counters_.checkpoint_seconds.observe_ns(store_->last_checkpoint_ns());
+  else counters_.checkpoints_failed++;
   if (!s.ok()) {
     Event e = event(EventKind::CheckpointFailed);
     e.error = s.error;
@@ -642,6 +662,7 @@ void Server::Impl::flush(Connection& c) {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    set_close_reason(c, CloseReason::Reset);
     c.dead = true;  // EPIPE, ECONNRESET: the peer is gone
   }
 }
@@ -755,7 +776,8 @@ void Server::Impl::housekeeping() {
       Connection& c = *connections_[slot];
       if (c.line_started_ms == 0 || now_ - c.line_started_ms < limit || c.closing || c.dead) continue;
       if (c.pending_writes > 0) continue;  // its earlier writes are confirmed first
-      protocol_error(c, "message timeout", "a line was not finished within LINE_TIMEOUT");
+      protocol_error(c, "message timeout", "a line was not finished within LINE_TIMEOUT",
+                     CloseReason::LineTimeout);
       touch(c);
     }
   }
@@ -806,7 +828,7 @@ void Server::Impl::evict_input() {
     e.count = victim->input.capacity();
     e.limit = limits_.max_input_bytes;
     emit(e);
-    protocol_error(*victim, "server input buffers full", "");
+    protocol_error(*victim, "server input buffers full", "", CloseReason::InputLimit);
     touch(*victim);
   }
 }
@@ -847,6 +869,7 @@ void Server::Impl::sweep() {
       refused_lingering_--;
     } else {
       open_connections_--;
+      count_closed(c);
       if (wants(EventKind::ConnectionClosed)) {
         const std::string address = c.peer.text();
         Event e = event(EventKind::ConnectionClosed, &c);
@@ -894,6 +917,7 @@ int Server::Impl::poll_timeout() {
   if (store_->can_checkpoint()) at(last_commit_ms_ + kCheckpointIdleMs);
   if (park_candidates_) at(next_park_ms_);
   if (accept_paused_until_ms_ > now_) at(accept_paused_until_ms_);
+  if (metrics_http_ && metrics_http_->next_timer_ms() >= 0) at(metrics_http_->next_timer_ms());
   if (refused_unlogged_ > 0 || (limits_.line_timeout_s > 0 && partial_lines_ > 0) ||
       buffer_peak_ >= input_bytes_ + output_bytes_ + kTrimAfterBytes ||
       closed_since_trim_ >= kTrimAfterClosed || parser_released_)
@@ -918,6 +942,8 @@ void Server::Impl::handle_events(int ready) {
       on_checkpoint_finished();
     } else if (slot == kParkedSlot) {
       on_parked_ready();
+    } else if (slot == kMetricsSlot) {
+      on_metrics_ready();
     } else if (slot < first_connection_slot_) {
       if (!shutting_down_) accept_connections(poller_.fd(slot));
     } else {
@@ -956,6 +982,8 @@ Status Server::Impl::run_once(int timeout_ms) {
   now_ = now_ms();
   if (n > 0) handle_events(n);
   if (!timed_.empty()) check_timers();
+  if (metrics_http_ && metrics_http_->next_timer_ms() >= 0 && now_ >= metrics_http_->next_timer_ms())
+    metrics_http_->on_timers(now_);
   if (now_ >= next_housekeeping_ms_) housekeeping();
 
   // Lines: every connection with something new dispatches what it may.
@@ -993,6 +1021,8 @@ Status Server::Impl::run_once(int timeout_ms) {
     any_dead_ = true;
     sweep();
     stopped_ = true;
+    poller_.set_fd(kMetricsSlot, -1);
+    metrics_http_.reset();  // its /health said "stopping" until now
     emit(event(EventKind::Stopped));
   }
   return Status::Ok();

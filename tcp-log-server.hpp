@@ -146,6 +146,9 @@ struct Event {
   uint64_t limit = 0;
   std::string_view error;
   std::string_view text;
+  // Listening: where the monitoring listener is ("127.0.0.1:9108"), "" if there is none (see
+  // Server::listen_metrics()).
+  std::string_view metrics_address;
 };
 
 // The host's ear. on_event runs in the server's thread, inside run()/run_once(); it must not
@@ -160,7 +163,112 @@ class EventSink {
   // while output waits, and the loop calls on_writable() when it takes more; -1: none.
   virtual int writable_fd() const { return -1; }
   virtual void on_writable() {}
+  // Lines of its own output the sink has dropped so far (a log whose reader does not keep up),
+  // for the metrics (Metrics::log_lines_dropped). Called from the server's thread.
+  virtual uint64_t lines_dropped() const { return 0; }
 };
+
+// ---- Metrics (doc/operations.md, "Metrics")
+
+// Durations counted in fixed buckets, as a Prometheus histogram exposes them. observe_ns() is a
+// few comparisons and three additions: nothing is allocated, nothing is sorted.
+struct Histogram {
+  static constexpr size_t kBuckets = 17;
+  // Each bucket's upper bound in microseconds: 100 us to 30 s.
+  static constexpr uint64_t kBoundsUs[kBuckets] = {100,    250,    500,     1000,    2500,    5000,
+                                                   10000,  25000,  50000,   100000,  250000,  500000,
+                                                   1000000, 2500000, 5000000, 10000000, 30000000};
+  // counts[i]: observations above bound i - 1 and at most bound i (each in one bucket, not
+  // cumulative); counts[kBuckets]: those above the last bound.
+  uint64_t counts[kBuckets + 1] = {};
+  uint64_t count = 0;   // every observation
+  uint64_t sum_ns = 0;  // their sum, in nanoseconds
+
+  void observe_ns(uint64_t ns) {
+    size_t i = 0;
+    while (i < kBuckets && ns > kBoundsUs[i] * 1000) i++;
+    counts[i]++;
+    count++;
+    sum_ns += ns;
+  }
+};
+
+// Why a connection was closed. Each is an index of Metrics::connections_closed, and a value of
+// the label `reason` (metric_label()).
+enum class CloseReason : uint8_t {
+  Peer,         // the peer closed, or hung up, with nothing left to answer
+  Reset,        // a reset, or a read or send that failed
+  InvalidJson,  // a line that is not JSON
+  TooLarge,     // a line over max_message_bytes
+  LineTimeout,  // a line not finished within line_timeout_s
+  InputLimit,   // evicted: all unfinished input together was over max_input_bytes
+  ReadFailed,   // an entry could not be read for read_retry_s
+  Stopping,     // closed by a graceful stop
+  Count
+};
+// Why a connection was not served: an index of Metrics::connections_refused.
+enum class RefuseReason : uint8_t {
+  MaxConnections,    // over max_connections: {"error":"too many connections"}, then closed
+  OutOfDescriptors,  // accept() failed with EMFILE or ENFILE (accepting pauses 100 ms)
+  OutOfMemory,       // accept() failed with ENOBUFS or ENOMEM (the same)
+  Count
+};
+// Why a write was answered with an error: an index of Metrics::writes_refused.
+enum class WriteRefusal : uint8_t {
+  StorageError,  // its batch's commit failed (an I/O error, a full disk)
+  StoreFailed,   // the store refuses every write until the process restarts (a failed checkpoint)
+  Count
+};
+const char* metric_label(CloseReason reason);
+const char* metric_label(RefuseReason reason);
+const char* metric_label(WriteRefusal reason);
+
+// What a Server has done and holds, as a plain snapshot (Server::metrics()). Counters count
+// from the Server's construction and only grow; gauges are as of the snapshot. Connections
+// are those of the log's protocol: the monitoring listener's are not counted here.
+struct Metrics {
+  // The log.
+  uint64_t head = 0;                 // gauge: the index of the last entry
+  uint64_t entries_written = 0;      // entries appended to the log
+  uint64_t entry_bytes_written = 0;  // their bytes (canonical JSON)
+  uint64_t writes_confirmed = 0;     // writes answered with their index
+  uint64_t writes_refused[static_cast<size_t>(WriteRefusal::Count)] = {};
+  // Connections.
+  uint64_t connections_open = 0;      // gauge
+  uint64_t connections_accepted = 0;  // accepted or adopted, and served
+  uint64_t connections_refused[static_cast<size_t>(RefuseReason::Count)] = {};
+  uint64_t connections_closed[static_cast<size_t>(CloseReason::Count)] = {};
+  // Readers (gauges): reads that have not sent {"current":true} yet, reads past it (a stream
+  // read, or a batch read waiting for new entries), and the most entries that any one of them
+  // has yet to be sent to reach the head.
+  uint64_t readers_catching_up = 0;
+  uint64_t readers_streaming = 0;
+  uint64_t reader_lag_max = 0;
+  // The journal of Sync::Always (0 under Sync::None). Writes wait when its records reach its
+  // capacity before a checkpoint has emptied a side.
+  uint64_t journal_used_bytes = 0;      // gauge: records no checkpoint has retired yet
+  uint64_t journal_capacity_bytes = 0;  // gauge: records its two sides hold at most
+  uint64_t journal_full = 0;            // times writes had to wait for a checkpoint
+  uint64_t checkpoints_failed = 0;      // then writes are refused until restart
+  Histogram checkpoint_seconds;         // each checkpoint that succeeded, from start to collection
+  Histogram journal_sync_seconds;       // each fdatasync of a journal append (a write's sync)
+  Histogram commit_seconds;             // each commit of a batch: journal, blobs, index
+  // Memory (gauges): what the connections' input and output buffers hold.
+  uint64_t input_buffer_bytes = 0;
+  uint64_t output_buffer_bytes = 0;
+  // The host: lines its EventSink dropped (EventSink::lines_dropped()), and when the process
+  // started (Unix time in milliseconds, from /proc; the Server's construction where unknown).
+  uint64_t log_lines_dropped = 0;
+  uint64_t process_start_time_ms = 0;
+  // Health: stop() was called; and, once the store refuses every write, why.
+  bool stopping = false;
+  std::string writes_refused_reason;
+};
+
+// Appends `metrics` to *out in the Prometheus text exposition format 0.0.4, every name
+// prefixed tcp_log_server_, with HELP and TYPE lines, as GET /metrics serves it
+// (doc/operations.md, "Metrics", lists the families).
+void write_metrics_text(const Metrics& metrics, std::string* out);
 
 // Serves a Store over TCP with the newline-delimited JSON protocol of doc/protocol.md. Construct,
 // give it sockets (listen(), adopt_listener(), adopt()), then drive it: run(), or fd() and
@@ -211,6 +319,26 @@ class Server {
   // taken, received writes are confirmed, then connections close. Async-signal-safe, and safe
   // from any thread; it only wakes the loop, which does the rest.
   void stop();
+
+  // ---- Monitoring (doc/operations.md, "Metrics").
+  // Listens for scrapers on `host` (as listen() takes it, but "" is 127.0.0.1 here, not all
+  // interfaces) and `port` (0 picks a free one): HTTP/1.1, GET /metrics (write_metrics_text()),
+  // GET /health (200 "ok", or 503 with the reason while stopping or while writes are refused),
+  // 404 for other paths; every response closes its connection. Served by the same loop within
+  // limits of its own, so that no scraper can hold up the log's clients: at most 64 connections
+  // (more are closed at once), a request of at most 8 KiB (a longer or malformed one is closed),
+  // 5 s to send it and 5 s to take the response; its connections wait in one slot of the poll
+  // set. Call it before listen() or adopt_listener() for their Listening events to name it. It
+  // stays open through a graceful stop (its /health says so) and closes when the stop ends.
+  Status listen_metrics(const std::string& host, uint16_t port);
+  // Where the monitoring listener is ("127.0.0.1:9108", "[::1]:9108"), "" if none.
+  std::string metrics_address() const;
+  // Its port, 0 if none.
+  uint16_t metrics_port() const;
+  // A snapshot of the metrics, the same numbers GET /metrics shows. From the thread that
+  // drives the server, between passes (as every call but stop()); its cost is a walk over the
+  // connections.
+  Metrics metrics() const;
 
   struct Impl;
 
