@@ -99,10 +99,13 @@ class Log {
     if (pending_.empty() && dropped_ > 0 && !broken_) {
       const uint64_t dropped = dropped_;
       dropped_ = 0;
+      dropped_reported_ += dropped;
       line(40, "log lines dropped: stdout was not taking them",
            Fields().str("event", "log-dropped").num("dropped", dropped));
     }
   }
+  // Every line dropped so far (for the metrics).
+  uint64_t dropped_total() const { return dropped_reported_ + dropped_; }
   // At exit: waits at most `ms` for stdout to take what is waiting.
   void flush_for(int ms) {
     const int64_t deadline = monotonic_ms() + ms;
@@ -204,7 +207,8 @@ class Log {
   Mode mode_ = Mode::Plain;
   bool broken_ = false;
   Buffer pending_;
-  uint64_t dropped_ = 0;
+  uint64_t dropped_ = 0;           // dropped since the last log-dropped line
+  uint64_t dropped_reported_ = 0;  // ... and before it
 };
 
 constexpr int kTrace = 10, kDebug = 20, kInfo = 30, kWarn = 40, kError = 50, kFatal = 60;

@@ -82,6 +82,9 @@ struct Config {
   uint64_t read_retry_s = 30;
   uint64_t journal_bytes = 0;  // 0: sized to its file system (default_journal_bytes())
   uint64_t journal_min_bytes = 0;  // what MAX_MESSAGE_BYTES needs
+  bool metrics = false;            // the monitoring listener: off unless METRICS or --metrics
+  std::string metrics_host = "127.0.0.1";
+  uint16_t metrics_port = 0;
   bool check = false;
 };
 
@@ -115,6 +118,9 @@ const char* const kUsage =
     "                                                                  [JOURNAL_BYTES, default 1/32 of its\n"
     "                                                                    file system, 67108864 at most, and\n"
     "                                                                    4 x (MAX_MESSAGE_BYTES + 4096) at least]\n"
+    "  --metrics [ADDR]:PORT   serve GET /metrics (Prometheus) and GET /health over HTTP there;\n"
+    "                          ADDR defaults to 127.0.0.1; :0 picks a free port\n"
+    "                                                                  [METRICS, default off]\n"
     "  --check                 verify the whole store and exit (refuses to run beside a live server)\n"
     "  --help, --version\n"
     "\n"
@@ -147,6 +153,23 @@ bool valid_host(std::string literal) {
   unsigned char addr[sizeof(in6_addr)];
   return ::inet_pton(AF_INET, literal.c_str(), addr) == 1 ||
          ::inet_pton(AF_INET6, literal.c_str(), addr) == 1;
+}
+
+// METRICS: PORT, :PORT or ADDRESS:PORT, an IPv6 address in brackets ([::1]:9108); no address
+// means 127.0.0.1 (loopback unless an address is given). False if it is none of these.
+bool parse_metrics(const std::string& value, std::string* host, uint16_t* port) {
+  const size_t colon = value.rfind(':');
+  std::string address = colon == std::string::npos ? "" : value.substr(0, colon);
+  const std::string digits = colon == std::string::npos ? value : value.substr(colon + 1);
+  uint64_t n = 0;
+  if (!parse_unsigned(digits, 65535, &n)) return false;
+  if (address.empty()) address = "127.0.0.1";
+  // An IPv6 address needs its brackets here, or its last group would read as the port.
+  if (address.find(':') != std::string::npos && address.front() != '[') return false;
+  if (!valid_host(address)) return false;
+  *host = address;
+  *port = static_cast<uint16_t>(n);
+  return true;
 }
 
 // Applies one setting by its flag name; `source` names where it came from, for the error.
@@ -198,6 +221,10 @@ void apply_setting(Config* config, std::string_view name, const std::string& val
   } else if (name == "journal-bytes") {
     if (!parse_unsigned(value, 1ull << 40, &n) || n < 1) bad("an integer from 1 to 1099511627776");
     config->journal_bytes = n;
+  } else if (name == "metrics") {
+    config->metrics = !value.empty();  // METRICS= (empty) leaves it off
+    if (config->metrics && !parse_metrics(value, &config->metrics_host, &config->metrics_port))
+      bad("[ADDRESS]:PORT, e.g. 127.0.0.1:9108, :9108 or [::1]:9108");
   } else if (name == "read-retry-seconds") {
     if (!parse_unsigned(value, 86400, &n) || n < 1) bad("a number of seconds from 1 to 86400");
     config->read_retry_s = n;
@@ -220,7 +247,8 @@ Config parse_config(int argc, char** argv) {
       {"MAX_OUTPUT_BYTES", "max-output-bytes"},
       {"LINE_TIMEOUT", "line-timeout"},
       {"READ_RETRY_SECONDS", "read-retry-seconds"},
-      {"JOURNAL_BYTES", "journal-bytes"}};
+      {"JOURNAL_BYTES", "journal-bytes"},
+      {"METRICS", "metrics"}};
   for (const auto& v : kVars) {
     const char* value = std::getenv(v.env);
     if (value) apply_setting(&config, v.flag, value, v.env);
@@ -231,7 +259,7 @@ Config parse_config(int argc, char** argv) {
                                        "max-message-bytes", "max-connections",
                                        "max-input-bytes",   "max-output-bytes",
                                        "line-timeout",      "read-retry-seconds",
-                                       "journal-bytes"};
+                                       "journal-bytes",     "metrics"};
   std::string input_source = config.max_input_bytes ? "MAX_INPUT_BYTES" : "";
   std::string journal_source = config.journal_bytes ? "JOURNAL_BYTES" : "";
   for (int i = 1; i < argc; i++) {
@@ -329,25 +357,30 @@ class LogSink : public tcp_log_server::EventSink {
   }
   int writable_fd() const override { return g_log.waiting_fd(); }
   void on_writable() override { g_log.flush(); }
+  uint64_t lines_dropped() const override { return g_log.dropped_total(); }
 
   void on_event(const Event& e) override {
     using F = Log::Fields;
     const int at = level(e.kind);
     switch (e.kind) {
-      case EventKind::Listening:
+      case EventKind::Listening: {
         // The first minute: what runs, where its data is, how safe a confirmation is, how much
         // is in it. Directories as absolute paths, since the defaults are relative to where it
         // was started.
+        F fields;
+        fields.str("event", "listening").num("port", e.port).str("version", kVersion)
+            .str("host", e.address.empty() ? "all interfaces" : e.address);
+        // Where to scrape, in the one line that scripts read the port from.
+        if (!e.metrics_address.empty()) fields.str("metrics", e.metrics_address);
         g_log.line(at, "listening",
-                   F().str("event", "listening").num("port", e.port).str("version", kVersion)
-                       .str("host", e.address.empty() ? "all interfaces" : e.address)
-                       .str("blobs", absolute_path(config_.blobs))
+                   fields.str("blobs", absolute_path(config_.blobs))
                        .str("leveldb", absolute_path(config_.leveldb))
                        .str("sync", config_.sync == SyncMode::Always ? "always" : "none")
                        .num("journal_bytes", e.journal_bytes)
                        .str("crc32c", crc32c_implementation()).str("sha256", sha256_implementation())
                        .num("head", e.head));
         return;
+      }
       case EventKind::Ready:
         notify_service_manager("READY=1\nSTATUS=listening on port " + std::to_string(e.port) + ", " +
                                std::to_string(e.head) + " entries\nMAINPID=" +
@@ -611,11 +644,13 @@ int serve(const Config& config) {
     handle_stop_signals();
     std::vector<int> activated;
     std::string activation_error;
-    if (activated_sockets(&activated, &activation_error)) {
+    // The monitoring listener first, so that the listening line can say where it is.
+    if (config.metrics) s = server.listen_metrics(config.metrics_host, config.metrics_port);
+    if (s.ok() && activated_sockets(&activated, &activation_error)) {
       if (!activation_error.empty()) s = tcp_log_server::Status::Error(activation_error);
       for (int fd : activated)
         if (s.ok()) s = server.adopt_listener(fd);
-    } else {
+    } else if (s.ok()) {
       s = server.listen(config.host, config.port);
     }
     if (!s.ok()) {
