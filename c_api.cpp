@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <new>
+#include <string>
 
 #include "tcp-log-server.hpp"
 #include "tcp_log_server.h"
@@ -126,5 +127,32 @@ int tcp_log_server_run_once(tcp_log_server_server* server, int timeout_ms, char*
 void tcp_log_server_stop(tcp_log_server_server* server) { server->server.stop(); }
 int tcp_log_server_stopping(const tcp_log_server_server* server) { return server->server.stopping(); }
 int tcp_log_server_stopped(const tcp_log_server_server* server) { return server->server.stopped(); }
+
+int tcp_log_server_listen_metrics(tcp_log_server_server* server, const char* host, uint16_t port, char* error,
+                                  size_t error_size) {
+  try {
+    return result(server->server.listen_metrics(host ? host : "", port), error, error_size);
+  } catch (const std::bad_alloc&) {
+    return result(tcp_log_server::Status::Error("out of memory"), error, error_size);
+  }
+}
+
+uint16_t tcp_log_server_metrics_port(const tcp_log_server_server* server) { return server->server.metrics_port(); }
+
+size_t tcp_log_server_metrics_text(const tcp_log_server_server* server, char* out, size_t size) {
+  try {
+    std::string text;
+    tcp_log_server::write_metrics_text(server->server.metrics(), &text);
+    if (out && size > 0) {
+      const size_t n = std::min(text.size(), size - 1);
+      std::memcpy(out, text.data(), n);
+      out[n] = '\0';
+    }
+    return text.size();
+  } catch (const std::bad_alloc&) {
+    if (out && size > 0) out[0] = '\0';
+    return 0;
+  }
+}
 
 }  // extern "C"

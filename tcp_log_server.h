@@ -65,6 +65,16 @@ void tcp_log_server_stop(tcp_log_server_server* server);
 int tcp_log_server_stopping(const tcp_log_server_server* server);
 int tcp_log_server_stopped(const tcp_log_server_server* server);
 
+/* The monitoring listener (Server::listen_metrics()): GET /metrics and GET /health over HTTP on
+ * `host` (NULL or "": 127.0.0.1) and `port` (0 picks one). Call it before tcp_log_server_listen(). */
+int tcp_log_server_listen_metrics(tcp_log_server_server* server, const char* host, uint16_t port, char* error,
+                                  size_t error_size);
+uint16_t tcp_log_server_metrics_port(const tcp_log_server_server* server);
+/* The metrics as GET /metrics serves them (Prometheus text format 0.0.4), copied into `out` and
+ * NUL-terminated when `size` > 0; returns their length without the NUL, as snprintf does: a
+ * result >= `size` means `out` held only a prefix. From the thread that drives the server. */
+size_t tcp_log_server_metrics_text(const tcp_log_server_server* server, char* out, size_t size);
+
 #ifdef __cplusplus
 }
 #endif

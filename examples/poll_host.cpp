@@ -3,6 +3,9 @@
 // Server::run_once(). The server never blocks the loop: run_once(0) does what is ready and
 // returns, and Server::timeout_ms() says how soon it wants to run again.
 //
+// With METRICS=[ADDRESS]:PORT it also serves GET /metrics and GET /health to scrapers, from the
+// same loop (Server::listen_metrics()).
+//
 // SIGTERM or SIGINT stops it gracefully (Server::stop() is async-signal-safe). At exit it prints
 // how late its timer ever ran: {"msg":"timer","ticks":N,"late_ms_max":M}.
 #include <poll.h>
@@ -41,7 +44,9 @@ int main() {
     return 1;
   }
   tcp_log_server::Server server(store, config.limits, nullptr);
-  s = server.listen(config.host, config.port);
+  // METRICS: scrapers get GET /metrics and GET /health from the same loop.
+  if (config.metrics) s = server.listen_metrics(config.metrics_host, config.metrics_port);
+  if (s.ok()) s = server.listen(config.host, config.port);
   if (!s.ok()) {
     std::fprintf(stderr, "poll_host: %s\n", s.message().c_str());
     return 1;
@@ -52,7 +57,7 @@ int main() {
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGINT, &sa, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
-  print_listening(server.port());
+  print_listening(server.port(), server.metrics_address());
 
   // The host's own work: a tick every 20 ms, and how late it ever was.
   constexpr int64_t kPeriodMs = 20;
