@@ -28,7 +28,7 @@ SERVER_HDRS := tcp-log-server.hpp tcp_log_server.h engine.hpp connection.hpp pol
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
 .PHONY: all examples run static test test-embedded interop migrate migrate-test bench bench-deps crash-soak crash-states check-deps clean install \
-        uninstall fuzz fuzz-deps fuzz-replay model-test check-sanitize forward-deps forward-test forward-bench
+        uninstall fuzz fuzz-deps fuzz-replay model-test check-sanitize forward-deps forward-test forward-bench metrics-deps
 all: tcp-log-server
 
 $(LIB): $(SERVER_OBJS)
@@ -149,6 +149,13 @@ check-deps:
 	$(call need_package,groff,groff-base)
 	$(call need_package,mandoc,mandoc)
 	$(call need_package,systemd-analyze,systemd)
+
+# The metrics test checks the scrape with the real Prometheus tool: promtool, from Debian's
+# prometheus package (installed here, as the other test dependencies are; its service is not
+# started).
+metrics-deps:
+	$(call need_package,promtool,prometheus)
+test/metrics_test: | metrics-deps
 
 test/doctest_main.o: test/doctest_main.cpp | check-deps
 	$(CXX) $(CXXFLAGS) -c -o $@ $<
@@ -296,7 +303,7 @@ SAN_FLAGS   := -std=c++17 -Wall -Wextra $(WERROR) $(PLATFORM_FLAGS) -O1 -g -fno-
 # Not here: durability_test and fault_test (kill -9 soaks and strace fault injection, slow
 # under ASan, and an LD_PRELOAD shim that ASan's runtime must precede) and limits_test (it
 # measures memory, which ASan changes).
-SAN_TESTS   := json buffer sha256 crc32c recent_entries index journal journal_store leveldb_refusal readme wire model
+SAN_TESTS   := json buffer sha256 crc32c recent_entries index journal journal_store leveldb_refusal readme wire model metrics
 SAN_OBJS    := $(addprefix $(SAN_DIR)/,$(SERVER_OBJS))
 $(SAN_DIR)/%.o: %.cpp $(SERVER_HDRS)
 	@mkdir -p $(@D)
@@ -310,15 +317,17 @@ $(SAN_DIR)/test/doctest_main.o: test/doctest_main.cpp | check-deps
 	$(CXX) $(SAN_FLAGS) -c -o $@ $<
 $(SAN_DIR)/test/%_test: test/%_test.cpp $(SAN_DIR)/test/doctest_main.o $(SAN_DIR)/$(LIB) $(wildcard test/*.hpp) $(SERVER_HDRS) | check-deps
 	$(CXX) $(SAN_FLAGS) -I. -o $@ $< $(SAN_DIR)/test/doctest_main.o $(SAN_DIR)/$(LIB)
+$(SAN_DIR)/test/metrics_test: | metrics-deps
 $(SAN_DIR)/replay/%_fuzz: fuzz/%_fuzz.cpp fuzz/replay_main.cpp $(SAN_DIR)/$(LIB) $(FUZZ_DEPS)
 	@mkdir -p $(@D)
 	$(CXX) $(SAN_FLAGS) -I. -o $@ $< fuzz/replay_main.cpp $(SAN_DIR)/$(LIB) -lpthread
 
 # Left out under the sanitizers: a wire test that bounds the server's resident memory, which
 # ASan's shadow memory and quarantine make meaningless, and those that run the server under
-# strace, where LeakSanitizer cannot work (it needs ptrace itself): a wire test and the journal
-# test whose checkpoint strace slows down.
-SAN_EXCLUDE := --test-case-exclude="*bounded server memory*,*SO_KEEPALIVE and TCP_NODELAY*,*writes wait (none refused)*"
+# strace, where LeakSanitizer cannot work (it needs ptrace itself): a wire test, the journal
+# test whose checkpoint strace slows down, and the metrics test of a failed checkpoint; and the
+# metrics test against an example host, which check-sanitize does not build.
+SAN_EXCLUDE := --test-case-exclude="*bounded server memory*,*SO_KEEPALIVE and TCP_NODELAY*,*writes wait (none refused)*,*after a failed checkpoint*,*an example host serves*"
 check-sanitize: $(SAN_DIR)/tcp-log-server $(patsubst %,$(SAN_DIR)/test/%_test,$(SAN_TESTS)) \
                 $(patsubst %,$(SAN_DIR)/replay/%_fuzz,$(FUZZ_TARGETS))
 	@rm -rf $(SAN_DIR)/reports && mkdir -p $(SAN_DIR)/reports
@@ -413,9 +422,11 @@ $(CROSS_DIR)/qemu-tcp-log-server: $(CROSS_DIR)/tcp-log-server
 #  - not: the tests that trace the server with strace (fault_test, crash_states_test, and the
 #    cases excluded below): strace sees qemu's own system calls, not the target's, so their
 #    fault injection and traces mean nothing there; packaging_test and readme_test, which run
-#    the host's make, install and man tools; the cases that measure the server's memory from
-#    /proc (qemu's memory is not the target's); and those that count the server's system calls
-#    in an strace trace (parked connections in poll(), reader work before a confirmation).
+#    the host's make, install and man tools; metrics_test, which checks each scrape with the
+#    host's promtool (Debian's prometheus package, a host tool); the cases that measure the
+#    server's memory from /proc (qemu's memory is not the target's); and those that count the
+#    server's system calls in an strace trace (parked connections in poll(), reader work before
+#    a confirmation).
 CROSS_UNIT_TESTS := buffer crc32c sha256 json journal index recent_entries notify
 CROSS_E2E_TESTS  := devices wire first_minute leveldb_refusal journal_store durability limits model
 CROSS_EXCLUDE    := *SO_KEEPALIVE and TCP_NODELAY*,*writes wait (none refused)*,*bounded server memory*

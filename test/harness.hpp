@@ -111,7 +111,7 @@ inline const std::vector<std::string>& server_variables() {
       "PORT",      "HOST",          "BLOBS",           "LEVELDB",         "LEVELDOWN",
       "SYNC",      "LOG_LEVEL",     "MAX_MESSAGE_BYTES", "MAX_CONNECTIONS", "MAX_INPUT_BYTES",
       "MAX_OUTPUT_BYTES", "LINE_TIMEOUT", "READ_RETRY_SECONDS", "JOURNAL_BYTES", "NOTIFY_SOCKET",
-      "LISTEN_PID", "LISTEN_FDS"};
+      "LISTEN_PID", "LISTEN_FDS", "METRICS"};
   return names;
 }
 
