@@ -48,11 +48,6 @@
 #include "sockets.hpp"
 #include "tcp-log-server.hpp"
 
-// Log times and timers past January 2038, and offsets past 2 GiB: the Makefile builds with
-// _TIME_BITS=64 and _FILE_OFFSET_BITS=64, which 32-bit targets need; without them, fail here.
-static_assert(sizeof(time_t) == 8, "build with -D_TIME_BITS=64 -D_FILE_OFFSET_BITS=64 (see the Makefile)");
-static_assert(sizeof(off_t) == 8, "build with -D_FILE_OFFSET_BITS=64 (see the Makefile)");
-
 namespace tcp_log_server {
 namespace {
 
@@ -498,7 +493,7 @@ void Server::Impl::dispatch(Connection& c, const Message& m, std::string_view li
       return;
     case Message::Kind::Read:
       if (c.reader.active()) {
-        emit(event(EventKind::AlreadyReading, &c));
+        if (wants(EventKind::AlreadyReading)) emit(event(EventKind::AlreadyReading, &c));
         reply::error("already reading", &c.output);
         return;
       }
