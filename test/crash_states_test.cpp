@@ -111,7 +111,7 @@ Recorder& single_writes(Recorder& r, const std::string& sync) {
 void expect_sides_reused(const std::string& trace) {
   long main_tid = 0;
   const auto writes = journal_writes(trace, &main_tid);
-  const uint64_t side = 131072 / 2;
+  const uint64_t side = kSmallJournalBytes / 2;
   bool side0_retired = false, side0_reused = false, side1_retired = false;
   for (const auto& w : writes) {
     if (w.tid != main_tid && w.size == 4096 && w.offset == 0) side0_retired = true;
@@ -164,7 +164,7 @@ Recorder& checkpointed_batches(Recorder& r, const std::string& sync) {
 
 // The journal's side 0 or 1 header generation, as LEVELDB/journal holds it now (0: none).
 uint64_t side_generation(const std::string& journal, int side) {
-  std::string bytes = dur::slurp(journal);
+  std::string bytes = read_file(journal);
   const size_t at = static_cast<size_t>(side) * (bytes.size() / 2);
   if (bytes.size() < at + 16 || bytes.compare(at, 8, "TLSJRNL1") != 0) return 0;
   uint64_t g = 0;
@@ -384,7 +384,7 @@ Recorder& torn_tail_restart(Recorder& r, const std::string& sync) {
   {
     harness::ServerProcess s(r.root());
     s.env("BLOBS", r.blobs()).env("LEVELDB", r.leveldb());
-    for (const auto& [name, value] : small_journal()) s.env(name, value);
+    s.env(small_journal());
     s.start();
     for (int i = 1; i <= 3; i++) {
       Write w = entry_write("before-" + std::to_string(i), 10 + i, 10 * i);
@@ -395,7 +395,7 @@ Recorder& torn_tail_restart(Recorder& r, const std::string& sync) {
   }
   for (const auto& name : dur::list_dir(r.root()))
     if (name.rfind("server-", 0) == 0) std::filesystem::remove(r.root() + "/" + name);
-  dur::spit(r.leveldb() + "/index", std::string(65, '\0') + std::string(30, '7'), true);
+  append_file(r.leveldb() + "/index", std::string(65, '\0') + std::string(30, '7'));
   r.start_from_here(stored);
   for (const auto& [i, bytes] : stored) r.note({"before-" + std::to_string(i), "", bytes});
   r.run(sync, [&](int port) {

@@ -45,7 +45,7 @@ inline crashfs::Tree read_tree(const std::string& root) {
     crashfs::Entry e;
     e.path = std::filesystem::relative(it->path(), root).string();
     e.dir = it->is_directory();
-    if (!e.dir) e.bytes = dur::slurp(it->path().string());
+    if (!e.dir) e.bytes = read_file(it->path().string());
     tree.push_back(std::move(e));
   }
   std::sort(tree.begin(), tree.end(), [](const crashfs::Entry& a, const crashfs::Entry& b) { return a.path < b.path; });
@@ -138,46 +138,15 @@ inline std::string scratch_base() {
   const char* dir = std::getenv("CRASH_STATE_DIR");
   if (dir && *dir) return dir;
   if (dur::exists("/dev/shm")) return "/dev/shm";
-  const char* tmp = std::getenv("TMPDIR");
-  return tmp && *tmp ? tmp : "/tmp";
+  return temp_base();
 }
 
-// A fresh directory under scratch_base(), removed with its contents at destruction.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string pattern = scratch_base() + "/tcp-log-server-crash.XXXXXX";
-    std::vector<char> buf(pattern.begin(), pattern.end());
-    buf.push_back('\0');
-    REQUIRE_MESSAGE(::mkdtemp(buf.data()), "mkdtemp " << pattern << ": " << std::strerror(errno));
-    path_ = std::filesystem::canonical(buf.data()).string();
-  }
-  ~ScratchDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// The settings every recorded run and every recovery has: a journal of 128 KiB (two sides of
-// 60 KiB of records; a checkpoint starts when one is half full, at about 30 KiB) and lines of at
-// most 28 KiB (the most such a journal allows: 4 x (28 KiB + 4 KiB); a connection's input holds
-// one longest line, so this also bounds what one pass reads from one connection, and a batch of
-// up to 28 KB sent at once is one commit). The default 64 MiB journal would make every crash
-// state 64 MiB (the model keeps whole files) and no workload would ever fill half a side: with
-// this one, checkpoints, side switches and resets happen inside them.
-inline const std::map<std::string, std::string>& small_journal() {
-  static const std::map<std::string, std::string> env{{"JOURNAL_BYTES", "131072"}, {"MAX_MESSAGE_BYTES", "28672"}};
-  return env;
-}
-
-// Records one workload. Runs happen in a fresh directory whose `data` subdirectory (the root)
-// holds BLOBS and LEVELDB.
+// Records one workload. Runs happen in a fresh directory under scratch_base() whose `data`
+// subdirectory (the root) holds BLOBS and LEVELDB. Every recorded run and every recovery has
+// the small journal (support.hpp's small_journal(): 128 KiB, lines of at most 28 KiB): the
+// default journal would make every crash state as large (the model keeps whole files) and no
+// workload would fill half a side; with this one, checkpoints, side switches and resets happen
+// inside them.
 class Recorder {
  public:
   Recorder(std::string name, std::string mode) {
@@ -229,7 +198,7 @@ class Recorder {
     REQUIRE_MESSAGE(status.has_value(), "the server under strace did not exit");
     if (stop == SIGTERM)
       CHECK_MESSAGE(status == status_after_term, "status " << status.value_or(-1) << ": " << harness::detail::tail(s.out(), 400));
-    rec_.phases.push_back({dur::slurp(trace), sync});
+    rec_.phases.push_back({read_file(trace), sync});
   }
   const Recording& recording() const { return rec_; }
 
@@ -260,7 +229,7 @@ class Recorder {
     REQUIRE_MESSAGE(!s.empty(), "strace is needed (make check-deps installs it)");
     return s;
   }
-  ScratchDir dir_;
+  TempDir dir_{scratch_base(), "tcp-log-server-crash"};
   std::string base_;
   Recording rec_;
   dev_t root_dev_ = 0;

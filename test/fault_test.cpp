@@ -47,25 +47,13 @@ using harness::ServerProcess;
 
 namespace {
 
-constexpr int kInfo = 30, kFatal = 60;
-constexpr uint64_t kJournalBytes = 131072;
-
-const std::map<std::string, std::string>& small_journal() {
-  static const std::map<std::string, std::string> env{{"JOURNAL_BYTES", std::to_string(kJournalBytes)},
-                                                      {"MAX_MESSAGE_BYTES", "28672"}};
-  return env;
-}
-
 harness::detail::EnvOverrides server_env(const std::string& dir, const std::string& sync) {
   harness::detail::EnvOverrides env{{"PORT", "0"}, {"BLOBS", dir + "/blobs"}, {"LEVELDB", dir + "/leveldb"}, {"SYNC", sync}};
   for (const auto& [name, value] : small_journal()) env[name] = value;
   return env;
 }
 
-ServerProcess& small(ServerProcess& s) {
-  for (const auto& [name, value] : small_journal()) s.env(name, value);
-  return s;
-}
+ServerProcess& small(ServerProcess& s) { return s.env(small_journal()); }
 
 // ---------------------------------------------------------------------------------------------
 // The workload: batches sent whole (one send) and answered before the next is sent, so the
@@ -184,7 +172,7 @@ struct Observed {
 std::map<uint64_t, std::string> journal_replays(const std::string& leveldb) {
   std::map<uint64_t, std::string> out;
   Journal j;
-  Status s = j.open(leveldb, kJournalBytes, Journal::Mode::ReadOnly);
+  Status s = j.open(leveldb, kSmallJournalBytes, Journal::Mode::ReadOnly);
   REQUIRE_MESSAGE(s.ok(), s.error);
   s = j.replay(
       [&](const Journal::Entry& e) {
@@ -203,7 +191,7 @@ std::map<uint64_t, std::string> journal_replays(const std::string& leveldb) {
 std::function<void(size_t, const Observed&)> files_stay_whole(const std::string& dir, const std::string& sync) {
   return [dir, sync](size_t b, const Observed& o) {
     INFO("after batch " << b + 1);
-    std::string index = slurp(dir + "/leveldb/index");
+    std::string index = read_file(dir + "/leveldb/index");
     CHECK_MESSAGE(index.size() == o.confirmed * kRecordSize,
                   "index has " << index.size() << " bytes with " << o.confirmed << " writes confirmed");
     for (size_t at = 0; at + kRecordSize <= index.size(); at += kRecordSize)
@@ -284,7 +272,7 @@ void restart_and_verify(const std::string& dir, const std::string& sync, const O
   // Blobs the failed batch created were removed: every blob file is named by a record.
   {
     std::set<std::string> named;
-    std::string index = slurp(dir + "/leveldb/index");
+    std::string index = read_file(dir + "/leveldb/index");
     for (size_t at = 0; at + 64 <= index.size(); at += kRecordSize) named.insert(index.substr(at, 64));
     for (const auto& sub : list_dir(dir + "/blobs")) {
       if (sub.size() != 2) continue;
@@ -415,7 +403,7 @@ DryRun dry_run(const std::string& sync) {
     s.signal_server(SIGTERM);
     REQUIRE(s.wait(milliseconds(10000)) == 0);
   }
-  dry.trace = slurp(trace);
+  dry.trace = read_file(trace);
   Trace t = read_trace(dry.trace);
   std::map<std::string, int> count;
   bool listening = false;
@@ -536,7 +524,7 @@ void one_fault_run(const std::string& sync, const Call& c, FaultTally& t) {
   }
   // The fault did happen, once, in the thread that answers clients, at the call the dry run saw
   // (strace counts per thread: the checkpoint thread's calls of the same name are its own).
-  auto injected = injected_calls(slurp(trace));
+  auto injected = injected_calls(read_file(trace));
   REQUIRE_MESSAGE(injected.size() == 1, injected.size() << " calls injected");
   CHECK_MESSAGE(injected[0].first, "the fault hit another thread: " << injected[0].second);
   CHECK_MESSAGE(injected[0].second == c.key, "the injected call differs from the dry run's: " << injected[0].second);
@@ -703,7 +691,7 @@ TEST_CASE("short journal appends (k < n bytes, then ENOSPC): the batch is refuse
         {
           ServerProcess s(dir.path());
           small(s).env("SYNC", "always").env("LD_PRELOAD", shim).env("SHIM_PATH", "/leveldb/journal")
-              .env("SHIM_SKIP_BYTES", "4096," + std::to_string(kJournalBytes))
+              .env("SHIM_SKIP_BYTES", "4096," + std::to_string(kSmallJournalBytes))
               .env("SHIM_NTH", std::to_string(b)).env("SHIM_BYTES", std::to_string(k))
               .env("SHIM_FAILS", std::to_string(fails)).start();
           o = drive(s.port(), batches, files_stay_whole(dir.path(), "always"));
@@ -843,7 +831,7 @@ TEST_CASE("double fault: the journal sync fails (EIO) and so does the zero write
       // nothing of the refused batch can replay.
       CHECK(s.wait(milliseconds(10000)) == 0);
     }
-    auto injected = injected_calls(slurp(trace));
+    auto injected = injected_calls(read_file(trace));
     REQUIRE(injected.size() == 2);
     for (const auto& [main, what] : injected) CHECK_MESSAGE(main, what);
     CHECK(journal_replays(dir / "leveldb").empty());
@@ -883,7 +871,7 @@ TEST_CASE("double fault: a blob write fails after the journal sync and so does t
       CHECK(s.wait(milliseconds(10000)) == 1);
       CHECK(lines_with(s.log_lines(), kFatal, "cannot stop the store cleanly").size() == 1);
     }
-    auto injected = injected_calls(slurp(trace));
+    auto injected = injected_calls(read_file(trace));
     REQUIRE(injected.size() == 2);
     for (const auto& [main, what] : injected) CHECK_MESSAGE(main, what);
     // What a restart (the page cache survived: a process restart) replays: the confirmed
@@ -925,7 +913,7 @@ TEST_CASE("double fault: a stored blob whose lookup fails (EIO) is neither rewri
   }
   const std::string hx = sha256_hex(x);
   int stat_x = -1, count = 0, hits = 0;  // the second stat of x's blob: in batch B
-  for (const auto& c : strace::parse(slurp(dry_trace))) {
+  for (const auto& c : strace::parse(read_file(dry_trace))) {
     if (c.name != "newfstatat") continue;
     count++;
     if (path_arg(c, 1).find(hx.substr(2)) != std::string::npos && ++hits == 2) {
@@ -948,7 +936,7 @@ TEST_CASE("double fault: a stored blob whose lookup fails (EIO) is neither rewri
     s.signal_server(SIGTERM);
     CHECK(s.wait(milliseconds(10000)) == 0);
   }
-  REQUIRE(slurp(trace).find("(INJECTED)") != std::string::npos);
+  REQUIRE(read_file(trace).find("(INJECTED)") != std::string::npos);
   ServerProcess again(dir.path());
   small(again).start();
   auto lines = read_all(again.port());
@@ -989,7 +977,7 @@ TEST_CASE("double fault: a short index append (then ENOSPC) whose rollback ftrun
         s.signal_server(SIGTERM);
         CHECK(s.wait(milliseconds(10000)) == 0);
       }
-      REQUIRE(slurp(trace).find("(INJECTED)") != std::string::npos);
+      REQUIRE(read_file(trace).find("(INJECTED)") != std::string::npos);
       restart_and_verify(dir.path(), sync, o, ctx);
     }
   }
@@ -1228,7 +1216,7 @@ void check_commit_order(const std::string& text, const std::string& sync, const 
     CHECK(is_journal(path_arg(header)));
     CHECK(header.result == 4096);
     const long long at = strace::int_arg(header.args.at(3));
-    CHECK_MESSAGE((at == 0 || at == static_cast<long long>(kJournalBytes / 2)), "a header written at " << at);
+    CHECK_MESSAGE((at == 0 || at == static_cast<long long>(kSmallJournalBytes / 2)), "a header written at " << at);
     CHECK(strace::string_arg(header.args.at(1)).value_or("").rfind("TLSJRNL1", 0) == 0);
     CHECK(sync2.name == "fdatasync");
     CHECK(is_journal(path_arg(sync2)));
@@ -1298,7 +1286,7 @@ TEST_CASE("the commit order in a system-call trace matches the one written down,
       s.signal_server(SIGTERM);
       REQUIRE(s.wait(milliseconds(10000)) == 0);
     }
-    const std::string text = slurp(trace);
+    const std::string text = read_file(trace);
     check_commit_order(text, sync, dir.path(), batches);
     size_t total = 0;
     for (const auto& b : batches) total += b.size();
@@ -1324,7 +1312,7 @@ TEST_CASE("the checkpoint syncs the journal through an open file description of 
     s.signal_server(SIGTERM);
     REQUIRE(s.wait(milliseconds(10000)) == 0);
   }
-  Trace t = read_trace(slurp(trace));
+  Trace t = read_trace(read_file(trace));
   std::map<long, int> journal_opens;  // descriptor -> how many openat of the journal returned it
   std::set<long> main_fds, checkpoint_fds;
   for (const auto& c : t.calls) {
@@ -1467,10 +1455,10 @@ TEST_CASE("a refused batch retried by the client: its confirmation rests on a sy
         s.signal_server(SIGTERM);
         REQUIRE(s.wait(milliseconds(10000)) == 0);
       }
-      std::string index = slurp(dir / "leveldb/index");
+      std::string index = read_file(dir / "leveldb/index");
       std::vector<std::string> hashes;
       for (size_t at = 0; at + kRecordSize <= index.size(); at += kRecordSize) hashes.push_back(index.substr(at, 64));
-      CHECK(check_confirmations_rest_on_synced_records(slurp(trace), hashes) == o.confirmed);
+      CHECK(check_confirmations_rest_on_synced_records(read_file(trace), hashes) == o.confirmed);
       runs++;
     }
   CHECK(runs >= 8);
@@ -1495,7 +1483,7 @@ std::vector<pid_t> other_threads(pid_t pid) {
 }
 
 pid_t tracer_of(pid_t tid) {
-  std::string status = slurp("/proc/" + std::to_string(tid) + "/status");
+  std::string status = read_file("/proc/" + std::to_string(tid) + "/status");
   size_t at = status.find("TracerPid:");
   return at == std::string::npos ? 0 : static_cast<pid_t>(std::atol(status.c_str() + at + 10));
 }
@@ -1560,7 +1548,7 @@ void checkpoint_fault(const std::string& call) {
   }
   // The fault hit the checkpoint's call, once. (strace -p on one thread prints no thread id.)
   size_t injected = 0;
-  for (const auto& line : harness::detail::complete_lines(slurp(trace)))
+  for (const auto& line : harness::detail::complete_lines(read_file(trace)))
     injected += line.rfind(call + "(", 0) == 0 && line.find("(INJECTED)") != std::string::npos;
   CHECK(injected == 1);
   // A restart without injection has every confirmed entry, and takes writes again.

@@ -20,14 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int kFatal = 60;
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
-  REQUIRE_MESSAGE(out.good(), "cannot write " << path);
-}
-
 // The files a tcp-log-server 10 leaves in its LEVELDB after a few writes, with stand-in bytes
 // (only the names matter to the server), and a BLOBS directory with one entry.
 void make_node_store(const std::string& blobs, const std::string& leveldb) {
@@ -52,7 +44,7 @@ std::map<std::string, std::string> snapshot(const std::string& root) {
     if (::lstat(p.c_str(), &st) != 0) return std::string("lstat failed");
     std::string d = std::to_string(st.st_mode) + " " + std::to_string(st.st_size) + " " +
                     std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
-    if (S_ISREG(st.st_mode)) d += " " + detail::read_whole_file(p.string());
+    if (S_ISREG(st.st_mode)) d += " " + read_file(p.string());
     return d;
   };
   result["."] = describe(root);
@@ -75,8 +67,8 @@ RunResult run_in(const std::string& cwd, const std::string& blobs, const std::st
     ::waitpid(pid, nullptr, 0);
     r.err = "[harness: still running after the timeout; killed]\n";
   }
-  r.out = detail::read_whole_file(out / "stdout");
-  r.err += detail::read_whole_file(out / "stderr");
+  r.out = read_file(out / "stdout");
+  r.err += read_file(out / "stderr");
   return r;
 }
 
@@ -172,7 +164,7 @@ TEST_CASE("a migrated LEVELDB (the LevelDB's files beside our index) starts and 
   CHECK(c.read_line() == R"({"id":"x","index":2})");
   CHECK(server.stop_term() == 0);
   // The LevelDB's own files are still there and unchanged, apart from the shared LOCK.
-  CHECK(detail::read_whole_file(server.leveldb_dir() + "/CURRENT") == "MANIFEST-000002\n");
+  CHECK(read_file(server.leveldb_dir() + "/CURRENT") == "MANIFEST-000002\n");
 }
 
 TEST_CASE("while a LevelDB process holds LEVELDB/LOCK the server does not start; while the server runs no LevelDB can lock it") {
