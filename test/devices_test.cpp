@@ -134,18 +134,7 @@ RunResult run_with_failing_readdir(const TempDir& dir, int when) {
                                 detail::server_binary()};
   detail::EnvOverrides env{{"PORT", "0"}, {"HOST", "127.0.0.1"}, {"BLOBS", dir / "blobs"},
                            {"LEVELDB", dir / "leveldb"}};
-  pid_t pid = detail::spawn(strace_path(), args, detail::build_environment(env), dir.path(),
-                            dir / "run.stdout", dir / "run.stderr");
-  RunResult result;
-  if (auto status = detail::wait_for_exit(pid, Clock::now() + kProcessWait)) {
-    result.status = detail::shell_status(*status);
-  } else {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-  }
-  result.out = read_file(dir / "run.stdout");
-  result.err = read_file(dir / "run.stderr");
-  return result;
+  return run_to_exit(strace_path(), args, env, dir.path(), dir.path());
 }
 
 }  // namespace

@@ -202,16 +202,14 @@ struct RunResult {
   std::string output() const { return out + err; }
 };
 
-// Runs the server binary with `args` and `env` (on top of PORT=0 and data directories in a
-// private temporary directory, so a binary that unexpectedly starts harms nothing) until it exits.
-inline RunResult run_server_binary(const std::vector<std::string>& args,
-                                   const detail::EnvOverrides& env = {},
-                                   milliseconds timeout = kProcessWait) {
-  TempDir dir;
-  detail::EnvOverrides all{{"PORT", "0"}, {"BLOBS", dir / "blobs"}, {"LEVELDB", dir / "leveldb"}};
-  for (const auto& [name, value] : env) all[name] = value;
-  pid_t pid = detail::spawn(detail::server_binary(), args, detail::build_environment(all),
-                            dir.path(), dir / "stdout", dir / "stderr");
+// Runs `binary args...` in `cwd` with `env` (build_environment: the server's variables are not
+// inherited) until it exits, its stdout and stderr into the files stdout and stderr of
+// `out_dir`; killed after `timeout`, and err says so.
+inline RunResult run_to_exit(const std::string& binary, const std::vector<std::string>& args,
+                             const detail::EnvOverrides& env, const std::string& cwd,
+                             const std::string& out_dir, milliseconds timeout = kProcessWait) {
+  pid_t pid = detail::spawn(binary, args, detail::build_environment(env), cwd, out_dir + "/stdout",
+                            out_dir + "/stderr");
   RunResult result;
   if (auto status = detail::wait_for_exit(pid, Clock::now() + timeout)) {
     result.status = detail::shell_status(*status);
@@ -220,9 +218,20 @@ inline RunResult run_server_binary(const std::vector<std::string>& args,
     ::waitpid(pid, nullptr, 0);
     result.err = "[harness: still running after the timeout; killed]\n";
   }
-  result.out = read_file(dir / "stdout");
-  result.err = read_file(dir / "stderr") + result.err;
+  result.out = read_file(out_dir + "/stdout");
+  result.err = read_file(out_dir + "/stderr") + result.err;
   return result;
+}
+
+// Runs the server binary with `args` and `env` (on top of PORT=0 and data directories in a
+// private temporary directory, so a binary that unexpectedly starts harms nothing) until it exits.
+inline RunResult run_server_binary(const std::vector<std::string>& args,
+                                   const detail::EnvOverrides& env = {},
+                                   milliseconds timeout = kProcessWait) {
+  TempDir dir;
+  detail::EnvOverrides all{{"PORT", "0"}, {"BLOBS", dir / "blobs"}, {"LEVELDB", dir / "leveldb"}};
+  for (const auto& [name, value] : env) all[name] = value;
+  return run_to_exit(detail::server_binary(), args, all, dir.path(), dir.path(), timeout);
 }
 
 // ---------------------------------------------------------------------------------------------

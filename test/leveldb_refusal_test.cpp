@@ -57,19 +57,8 @@ std::map<std::string, std::string> snapshot(const std::string& root) {
 RunResult run_in(const std::string& cwd, const std::string& blobs, const std::string& leveldb,
                  const std::vector<std::string>& args = {}) {
   TempDir out;  // the output files live outside the directories under test
-  auto env = detail::build_environment({{"PORT", "0"}, {"BLOBS", blobs}, {"LEVELDB", leveldb}});
-  pid_t pid = detail::spawn(detail::server_binary(), args, env, cwd, out / "stdout", out / "stderr");
-  RunResult r;
-  if (auto status = detail::wait_for_exit(pid, Clock::now() + kProcessWait)) {
-    r.status = detail::shell_status(*status);
-  } else {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    r.err = "[harness: still running after the timeout; killed]\n";
-  }
-  r.out = read_file(out / "stdout");
-  r.err += read_file(out / "stderr");
-  return r;
+  return run_to_exit(detail::server_binary(), args, {{"PORT", "0"}, {"BLOBS", blobs}, {"LEVELDB", leveldb}}, cwd,
+                     out.path());
 }
 
 // The one fatal line of a refused start, after checking there is exactly one line and it is fatal.
