@@ -81,7 +81,7 @@ TEST_CASE("loop: reads, too-long lines and writes held behind writes waiting for
   CHECK(s.wait(20s) == 0);
   // Passes happen for work: a few per batch of input, per checkpoint and per reply. A spinning
   // loop makes thousands of zero-timeout calls for each second a checkpoint is delayed.
-  const std::vector<long> timeouts = poll_timeouts(detail::read_whole_file(trace));
+  const std::vector<long> timeouts = poll_timeouts(read_file(trace));
   size_t zero = 0;
   for (long t : timeouts) zero += t == 0;
   INFO("poll calls: " << timeouts.size() << ", with a zero timeout: " << zero);
