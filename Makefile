@@ -297,9 +297,11 @@ fuzz: $(patsubst %,build/fuzz/%_fuzz,$(FUZZ_TARGETS))
 # The server, the unit tests, the wire tests, the model-based test and the corpus replays,
 # built with ASan and UBSan (no recovery) into build/sanitize/, and run against the
 # instrumented binary. Sanitizer reports go to files there too: any report fails the target,
-# even one from a server process whose death no test noticed.
+# even one from a server process whose death no test noticed. TCP_LOG_SERVER_DEEP_CHECKS: the
+# loop checks its lists against every connection at the end of every pass, however many.
 SAN_DIR     := build/sanitize
-SAN_FLAGS   := -std=c++17 -Wall -Wextra $(WERROR) $(PLATFORM_FLAGS) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+SAN_FLAGS   := -std=c++17 -Wall -Wextra $(WERROR) $(PLATFORM_FLAGS) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+              -DTCP_LOG_SERVER_DEEP_CHECKS
 # Not here: durability_test and fault_test (kill -9 soaks and strace fault injection, slow
 # under ASan, and an LD_PRELOAD shim that ASan's runtime must precede) and limits_test (it
 # measures memory, which ASan changes).
@@ -419,7 +421,7 @@ $(CROSS_DIR)/qemu-tcp-log-server: $(CROSS_DIR)/tcp-log-server
 #  - end-to-end: the protocol (wire, first_minute, leveldb_refusal), the store and the journal
 #    with its recovery (journal_store), SIGTERM and kill -9 restarts (durability), limits, the
 #    model-based protocol test (CROSS_MODEL_SEEDS seeds), and the device tests;
-#  - not: the tests that trace the server with strace (fault_test, crash_states_test, and the
+#  - not: the tests that trace the server with strace (fault_test, crash_states_test, loop_test, and the
 #    cases excluded below): strace sees qemu's own system calls, not the target's, so their
 #    fault injection and traces mean nothing there; packaging_test and readme_test, which run
 #    the host's make, install and man tools; metrics_test, which checks each scrape with the

@@ -17,10 +17,6 @@
 #include "posix_file.hpp"
 #include "sha256.hpp"
 
-// Offsets past 2 GiB (an index of 33 million entries) must fit: the Makefile builds with
-// _FILE_OFFSET_BITS=64, which 32-bit targets need; a build without it must fail, not corrupt.
-static_assert(sizeof(off_t) == 8, "build with -D_FILE_OFFSET_BITS=64 (see the Makefile)");
-
 // ---------------------------------------------------------------------------------------------
 // BlobStore
 

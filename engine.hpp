@@ -98,6 +98,8 @@ constexpr size_t kCheckpointSlot = 2;  // the store's checkpoint, while one runs
 constexpr size_t kParkedSlot = 3;      // the epoll set of parked connections
 constexpr size_t kMetricsSlot = 4;     // the monitoring listener's epoll set, once it listens
 constexpr size_t kFixedSlots = 5;
+// check_pass_invariants() walks every connection while at most this many are open.
+constexpr size_t kDeepCheckConnections = 64;
 
 inline int64_t now_ms() {
   struct timespec ts;
@@ -140,9 +142,26 @@ struct Server::Impl {
   void park_quiet();
   void sweep();
 
-  // ---- What a connection can do: the one place that says it (used by refresh()).
+  // ---- What a connection wants next: the one place that says it (server.cpp, its section).
+  // What the next line of a connection is, as far as holding it back goes.
+  enum class NextLine : uint8_t {
+    Any,           // not known yet: what holds back any line
+    Write,         // a write: joins the batch
+    Reply,         // a read, or a message answered with an error: an immediate reply
+    ClosingError,  // a line too long, or not finished in time: an error, then close
+  };
+  // Why that line may not be dispatched now; None when it may.
+  enum class Hold : uint8_t {
+    None,
+    Finished,    // dead or closing: no line of it is dispatched again
+    CatchUp,     // its read's catch-up goes out first
+    OutputFull,  // its output is at its mark, or every output buffer together at MAX_OUTPUT_BYTES
+    Journal,     // a write of it waits for the journal's checkpoint (then so does all behind it)
+    OwnWrites,   // its writes in the batch are confirmed first
+  };
+  Hold hold(const Connection& c, NextLine next) const;
+  bool done_at_hangup(Connection& c, short revents);  // the peer hung up while its input is not read
   bool output_has_room(const Connection& c) const;
-  bool can_dispatch(const Connection& c) const;  // may a complete line of it be dispatched now
   bool has_line(Connection& c);                  // a complete (or too long) line is buffered
   bool reader_can_fill(Connection& c);
   bool reader_waits_for_entries(const Connection& c) const;
@@ -169,6 +188,7 @@ struct Server::Impl {
   int poll_timeout();
   void log_refused();
   void check_invariants(const Connection& c) const;
+  void check_pass_invariants() const;
 
   // ---- Metrics (metrics.cpp). Counters are kept in counters_ where their events happen;
   // gauges are computed by snapshot().

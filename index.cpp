@@ -11,10 +11,6 @@
 
 #include "posix_file.hpp"
 
-// Offsets past 2 GiB (an index of 33 million entries) must fit: the Makefile builds with
-// _FILE_OFFSET_BITS=64, which 32-bit targets need; a build without it must fail, not corrupt.
-static_assert(sizeof(off_t) == 8, "build with -D_FILE_OFFSET_BITS=64 (see the Makefile)");
-
 bool valid_record(std::string_view record) {
   if (record.size() != kRecordSize || record[64] != '\n') return false;
   for (size_t i = 0; i < 64; i++)

@@ -16,8 +16,6 @@
 #include "monotonic.hpp"
 #include "posix_file.hpp"
 
-static_assert(sizeof(off_t) == 8, "build with -D_FILE_OFFSET_BITS=64 (see the Makefile)");
-
 namespace {
 
 constexpr char kMagic[8] = {'T', 'L', 'S', 'J', 'R', 'N', 'L', '1'};

@@ -4,6 +4,8 @@
 #include <dirent.h>
 #include <sys/types.h>
 
+#include <ctime>
+
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -11,6 +13,13 @@
 #include <string>
 
 #include "status.hpp"
+
+// Offsets past 2 GiB (an index of 33 million entries) and times past January 2038 must fit:
+// the Makefile builds every variant with _FILE_OFFSET_BITS=64 and _TIME_BITS=64, which 32-bit
+// targets need. A build without them must fail, not corrupt: posix_file.cpp and the binary's
+// main include this, and every object of a build variant shares its flags.
+static_assert(sizeof(off_t) == 8, "build with -D_FILE_OFFSET_BITS=64 (see the Makefile)");
+static_assert(sizeof(time_t) == 8, "build with -D_TIME_BITS=64 -D_FILE_OFFSET_BITS=64 (see the Makefile)");
 
 // Writes all of `data` at `offset`, retrying short writes and EINTR; 0 or an errno value.
 int pwrite_all(int fd, const char* data, size_t len, uint64_t offset);

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <unordered_map>
 #include <cassert>
 #include <cerrno>
 #include <climits>
@@ -47,11 +48,6 @@
 #include "monotonic.hpp"
 #include "sockets.hpp"
 #include "tcp-log-server.hpp"
-
-// Log times and timers past January 2038, and offsets past 2 GiB: the Makefile builds with
-// _TIME_BITS=64 and _FILE_OFFSET_BITS=64, which 32-bit targets need; without them, fail here.
-static_assert(sizeof(time_t) == 8, "build with -D_TIME_BITS=64 -D_FILE_OFFSET_BITS=64 (see the Makefile)");
-static_assert(sizeof(off_t) == 8, "build with -D_FILE_OFFSET_BITS=64 (see the Makefile)");
 
 namespace tcp_log_server {
 namespace {
@@ -394,11 +390,10 @@ void Server::Impl::on_events(Connection& c, short revents) {
   if (!(revents & (POLLIN | POLLHUP | POLLERR)) || c.dead) return;
   if (c.events & POLLIN) {
     read_input(c);
-  } else if ((revents & POLLERR) || (c.output.empty() && !has_line(c))) {
-    // Hung up both ways with nothing left to do: without this, poll() would report the hang-up
-    // on every pass. Our replies may still be in the kernel, not yet taken by the peer; input we
-    // will never read (what followed a bad line) would make close() send a reset, which throws
-    // them away. The peer has sent its end, so discarding that input comes to an end.
+  } else if (done_at_hangup(c, revents)) {
+    // Our replies may still be in the kernel, not yet taken by the peer; input we will never
+    // read (what followed a bad line) would make close() send a reset, which throws them
+    // away. The peer has sent its end, so discarding that input comes to an end.
     if (!(revents & POLLERR)) discard_input(c);
     else set_close_reason(c, CloseReason::Reset);
     c.dead = true;
@@ -435,47 +430,27 @@ void Server::Impl::read_input(Connection& c) {
   }
 }
 
-bool Server::Impl::has_line(Connection& c) {
-  return c.framer.next(c.input.view(), c.input_closed).kind != LineFramer::Kind::NeedMore;
-}
-
-bool Server::Impl::output_has_room(const Connection& c) const {
-  return c.output.size() < kOutputHighWater &&
-         (output_bytes_ < limits_.max_output_bytes || c.output.size() < kOutputFloor);
-}
-
-bool Server::Impl::can_dispatch(const Connection& c) const {
-  // A read's catch-up goes out before the reply to anything sent after the read.
-  return !c.dead && !c.closing && !c.reader.catching_up() && output_has_room(c) &&
-         !c.waits_for_journal;
-}
-
 void Server::Impl::dispatch_lines(Connection& c) {
-  while (can_dispatch(c)) {
+  while (hold(c, NextLine::Any) == Hold::None) {
     LineFramer::Frame f = c.framer.next(c.input.view(), c.input_closed);
     if (f.kind == LineFramer::Kind::NeedMore) break;
-    // Replies keep the order of messages: anything but a write waits until this connection's
-    // writes in the batch are committed and confirmed, and a read then sees them. (A too-long
-    // line cannot share a pass with earlier writes, as the input holds at most one line's
-    // worth; the check keeps that from being load-bearing.)
     if (f.kind == LineFramer::Kind::TooLong) {
-      if (c.pending_writes == 0) protocol_error(c, "message too large", "", CloseReason::TooLarge);
+      if (hold(c, NextLine::ClosingError) == Hold::None)
+        protocol_error(c, "message too large", "", CloseReason::TooLarge);
       break;
     }
     const bool blank = LineFramer::is_blank(f.line);
     Message m;
     if (!blank) {
       m = classify(doc_, f.line);
-      if (m.kind != Message::Kind::Write && c.pending_writes > 0) break;
-      if (m.kind == Message::Kind::Write && journal_full_) {
-        // The journal has no room until its checkpoint finishes: the write waits in the input,
-        // and so does everything after it (TCP holds the peer back).
-        if (!c.waits_for_journal) {
-          c.waits_for_journal = true;
-          waiting_for_journal_.push_back(&c);
-        }
-        break;
+      const Hold h = hold(c, m.kind == Message::Kind::Write ? NextLine::Write : NextLine::Reply);
+      if (h == Hold::Journal && !c.waits_for_journal) {
+        // The write waits in the input, and so does everything after it (TCP holds the peer
+        // back); wake_journal_waiters() lets it go when the checkpoint finishes.
+        c.waits_for_journal = true;
+        waiting_for_journal_.push_back(&c);
       }
+      if (h != Hold::None) break;
       dispatch(c, m, f.line);
       if (f.line.size() >= kLargeLine) {
         doc_.release_memory();
@@ -530,7 +505,7 @@ void Server::Impl::dispatch(Connection& c, const Message& m, std::string_view li
       return;
     case Message::Kind::Read:
       if (c.reader.active()) {
-        emit(event(EventKind::AlreadyReading, &c));
+        if (wants(EventKind::AlreadyReading)) emit(event(EventKind::AlreadyReading, &c));
         reply::error("already reading", &c.output);
         return;
       }
@@ -651,7 +626,61 @@ void Server::Impl::on_checkpoint_finished() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Output, closing, and what each connection wants next
+// What each connection wants next: the one place that answers "can this connection make
+// progress?" The steps above and refresh() ask these functions and decide nothing of their own.
+
+bool Server::Impl::has_line(Connection& c) {
+  return c.framer.next(c.input.view(), c.input_closed).kind != LineFramer::Kind::NeedMore;
+}
+
+bool Server::Impl::output_has_room(const Connection& c) const {
+  return c.output.size() < kOutputHighWater &&
+         (output_bytes_ < limits_.max_output_bytes || c.output.size() < kOutputFloor);
+}
+
+Server::Impl::Hold Server::Impl::hold(const Connection& c, NextLine next) const {
+  if (c.dead || c.closing) return Hold::Finished;
+  // An error that closes the connection (a line too long, or not finished in time) cuts a
+  // read short and sends no more output of its own worth waiting for: it waits only for the
+  // confirmations of this connection's writes in the batch, which go out first.
+  if (next == NextLine::ClosingError) return c.pending_writes > 0 ? Hold::OwnWrites : Hold::None;
+  // A read's catch-up goes out before the reply to anything sent after the read.
+  if (c.reader.catching_up()) return Hold::CatchUp;
+  if (!output_has_room(c)) return Hold::OutputFull;
+  // A write of it waits for the journal's checkpoint, or writes of it wait in the batch for
+  // it: so does everything behind them. (Those in the batch are committed, and their
+  // connection touched, when the checkpoint finishes.)
+  if (c.waits_for_journal || (c.pending_writes > 0 && journal_full_)) return Hold::Journal;
+  // Replies keep the order of messages: anything but a write waits until this connection's
+  // writes in the batch are committed and confirmed (and a read then sees them).
+  if (next == NextLine::Reply && c.pending_writes > 0) return Hold::OwnWrites;
+  // The journal has no room until its checkpoint finishes.
+  if (next == NextLine::Write && journal_full_) return Hold::Journal;
+  return Hold::None;
+}
+
+bool Server::Impl::done_at_hangup(Connection& c, short revents) {
+  // Reset, or hung up both ways while its input is not read: done unless a line of it is left
+  // to answer or replies are left to send. Without this, poll() would report the hang-up on
+  // every pass (it reports POLLHUP and POLLERR whatever events are asked for). A TCP socket
+  // reports POLLHUP without POLLERR only once both ways are shut, and our way is shut only by
+  // close_if_finished(), once nothing is left: so a held line never meets a hang-up here.
+  return (revents & POLLERR) || (c.output.empty() && !has_line(c));
+}
+
+short Server::Impl::wanted_events(Connection& c) {
+  short events = 0;
+  // Input is read while there is room for it and nothing already read is waiting: a line that
+  // cannot be dispatched yet holds back the peer (TCP), not our memory.
+  if (!shutting_down_ && !c.input_closed && !c.closing && output_has_room(c) &&
+      c.input.size() < c.framer.max_input() && !has_line(c))
+    events |= POLLIN;
+  if (!c.output.empty()) events |= POLLOUT;
+  return events;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output and closing
 
 void Server::Impl::flush(Connection& c) {
   while (!c.dead && !c.output.empty()) {
@@ -696,17 +725,6 @@ void Server::Impl::close_if_finished(Connection& c) {
   c.dead = true;
 }
 
-short Server::Impl::wanted_events(Connection& c) {
-  short events = 0;
-  // Input is read while there is room for it and nothing already read is waiting: a line that
-  // cannot be dispatched yet holds back the peer (TCP), not our memory.
-  if (!shutting_down_ && !c.input_closed && !c.closing && output_has_room(c) &&
-      c.input.size() < c.framer.max_input() && !has_line(c))
-    events |= POLLIN;
-  if (!c.output.empty()) events |= POLLOUT;
-  return events;
-}
-
 // The one place that files a connection after its pass: what to poll for, which list it
 // belongs to, and whether it is done.
 void Server::Impl::refresh(Connection& c) {
@@ -729,7 +747,7 @@ void Server::Impl::refresh(Connection& c) {
   const bool line = has_line(c);
   if (line || c.input.empty()) set_line_started(c, 0);
   else if (c.line_started_ms == 0) set_line_started(c, now_);
-  if (line && can_dispatch(c)) queue_work(c);
+  if (line && hold(c, NextLine::Any) == Hold::None) queue_work(c);
   if (reader_can_fill(c)) {
     queue_fill(c);
   } else if (!c.in_live && reader_waits_for_entries(c)) {
@@ -774,8 +792,8 @@ void Server::Impl::housekeeping() {
     const int64_t limit = static_cast<int64_t>(limits_.line_timeout_s) * 1000;
     for (size_t slot = first_connection_slot_; slot < connections_.size(); slot++) {
       Connection& c = *connections_[slot];
-      if (c.line_started_ms == 0 || now_ - c.line_started_ms < limit || c.closing || c.dead) continue;
-      if (c.pending_writes > 0) continue;  // its earlier writes are confirmed first
+      if (c.line_started_ms == 0 || now_ - c.line_started_ms < limit) continue;
+      if (hold(c, NextLine::ClosingError) != Hold::None) continue;
       protocol_error(c, "message timeout", "a line was not finished within LINE_TIMEOUT",
                      CloseReason::LineTimeout);
       touch(c);
@@ -1013,6 +1031,7 @@ Status Server::Impl::run_once(int timeout_ms) {
   touched_.clear();
   sweep();
   if (park_candidates_ && now_ >= next_park_ms_) park_quiet();
+  check_pass_invariants();
 
   if (shutting_down_ && (open_connections_ + refused_lingering_ == 0 || now_ >= shutdown_deadline_ms_)) {
     // Done when every connection is closed by close_if_finished(), or time is up.
@@ -1046,8 +1065,52 @@ void Server::Impl::check_invariants([[maybe_unused]] const Connection& c) const 
   assert(c.parked || c.dead || poller_.fd(c.slot) == c.fd);
   assert(connections_[c.slot].get() == &c);
   assert(!c.in_touched);  // the end of the pass took it off the list
-  // pending_writes counts this connection's writes in the batch.
   assert(c.pending_writes == 0 || !batch_.empty());
+#endif
+}
+
+// The rules that tie the loop's lists to the connections, checked whole at the end of a pass:
+// each list holds exactly the connections whose flag says so, each once, and pending_writes
+// counts a connection's writes in the batch exactly. It walks every connection, so it runs
+// only where that costs nothing: in a build with TCP_LOG_SERVER_DEEP_CHECKS (the sanitizer
+// build), or, with assertions on, while at most kDeepCheckConnections are open (every test
+// but the crowd ones).
+void Server::Impl::check_pass_invariants() const {
+#ifndef NDEBUG
+#ifndef TCP_LOG_SERVER_DEEP_CHECKS
+  if (connections_.size() - first_connection_slot_ > kDeepCheckConnections) return;
+#endif
+  std::unordered_map<const Connection*, uint32_t> writes;
+  for (const PendingWrite& w : batch_) writes[w.connection]++;
+  size_t flagged[6] = {};
+  for (size_t slot = first_connection_slot_; slot < connections_.size(); slot++) {
+    const Connection& c = *connections_[slot];
+    assert(c.slot == slot);
+    assert(!c.dead);  // sweep() freed them
+    auto w = writes.find(&c);
+    assert(c.pending_writes == (w == writes.end() ? 0 : w->second));
+    flagged[0] += c.in_work;
+    flagged[1] += c.in_fill;
+    flagged[2] += c.in_live;
+    flagged[3] += c.in_timed;
+    flagged[4] += c.waits_for_journal;
+    flagged[5] += c.in_touched;
+  }
+  // Every member carries its flag; as many carry it as there are members: so none is missing
+  // and none is there twice.
+  for (const Connection* c : work_) assert(c->in_work);
+  for (const Connection* c : fill_queue_) assert(c->in_fill);
+  for (const Connection* c : live_) assert(c->in_live);
+  for (const Connection* c : timed_) assert(c->in_timed);
+  for (const Connection* c : waiting_for_journal_) assert(c->waits_for_journal);
+  assert(flagged[0] == work_.size());
+  assert(flagged[1] == fill_queue_.size());
+  assert(flagged[2] == live_.size());
+  assert(flagged[3] == timed_.size());
+  assert(flagged[4] == waiting_for_journal_.size());
+  assert(flagged[5] == 0 && touched_.empty());
+  // Writes wait in the batch between passes only while the journal is full.
+  assert(batch_.empty() || journal_full_);
 #endif
 }
 

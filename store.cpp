@@ -26,10 +26,6 @@
 #include "posix_file.hpp"
 #include "sha256.hpp"
 
-// Offsets past 2 GiB (an index of 33 million entries) must fit: the Makefile builds with
-// _FILE_OFFSET_BITS=64, which 32-bit targets need; a build without it must fail, not corrupt.
-static_assert(sizeof(off_t) == 8, "build with -D_FILE_OFFSET_BITS=64 (see the Makefile)");
-
 uint64_t default_journal_bytes(uint64_t filesystem_bytes, uint64_t min_bytes) {
   const uint64_t share = std::min(filesystem_bytes / kJournalShareOfFilesystem, kDefaultJournalBytes);
   return std::max(share, std::max(min_bytes, Journal::kMinBytes));

@@ -35,10 +35,6 @@
 #include "sha256.hpp"
 #include "tcp-log-server.hpp"
 
-// Log times past January 2038: see the Makefile's PLATFORM_FLAGS.
-static_assert(sizeof(time_t) == 8, "build with -D_TIME_BITS=64 -D_FILE_OFFSET_BITS=64 (see the Makefile)");
-static_assert(sizeof(off_t) == 8, "build with -D_FILE_OFFSET_BITS=64 (see the Makefile)");
-
 namespace {
 
 using tcp_log_server::kVersion;

@@ -14,6 +14,7 @@
 
 namespace crash {
 
+using namespace test_support;
 using std::chrono::milliseconds;
 
 // How the server is run on a crash state.
@@ -79,21 +80,14 @@ bool read_lines(dur::Net& net, milliseconds timeout, F&& take) {
 
 inline Recovery recover(const crashfs::Tree& tree, const RecoveryConfig& cfg) {
   Recovery r;
-  std::string pattern = cfg.base_dir + "/crash-state.XXXXXX";
-  std::vector<char> buf(pattern.begin(), pattern.end());
-  buf.push_back('\0');
-  if (!::mkdtemp(buf.data())) {
-    r.problems.push_back("harness: mkdtemp " + pattern + ": " + std::strerror(errno));
+  std::optional<TempDir> state;
+  try {
+    state.emplace(cfg.base_dir, "crash-state");
+  } catch (const std::exception& e) {
+    r.problems.push_back(std::string("harness: ") + e.what());
     return r;
   }
-  const std::string dir = buf.data(), root = dir + "/root";
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() {
-      std::error_code ignored;
-      std::filesystem::remove_all(dir, ignored);
-    }
-  } cleanup{dir};
+  const std::string dir = state->path(), root = dir + "/root";
   std::string why;
   if (!detail::write_tree(root, tree, &why)) {
     r.problems.push_back("harness: " + why);
@@ -112,7 +106,7 @@ inline Recovery recover(const crashfs::Tree& tree, const RecoveryConfig& cfg) {
   }
   r.started = true;
   for (const auto& line : server.log_lines())
-    if (line.rfind("{\"level\":40,", 0) == 0) r.recovery_notes += harness::detail::tail(line, 300) + "\n";
+    if (at_level(line, kWarn)) r.recovery_notes += harness::detail::tail(line, 300) + "\n";
   // The whole log, as a reader gets it.
   {
     dur::Net reader;

@@ -18,6 +18,7 @@
 
 namespace crash {
 
+using dur::Write;
 using harness::Client;
 
 // A write whose stored (canonical) form the test knows: {"n":N,"p":"<pad>"}.
@@ -45,7 +46,7 @@ inline crashfs::Tree read_tree(const std::string& root) {
     crashfs::Entry e;
     e.path = std::filesystem::relative(it->path(), root).string();
     e.dir = it->is_directory();
-    if (!e.dir) e.bytes = dur::slurp(it->path().string());
+    if (!e.dir) e.bytes = read_file(it->path().string());
     tree.push_back(std::move(e));
   }
   std::sort(tree.begin(), tree.end(), [](const crashfs::Entry& a, const crashfs::Entry& b) { return a.path < b.path; });
@@ -138,46 +139,15 @@ inline std::string scratch_base() {
   const char* dir = std::getenv("CRASH_STATE_DIR");
   if (dir && *dir) return dir;
   if (dur::exists("/dev/shm")) return "/dev/shm";
-  const char* tmp = std::getenv("TMPDIR");
-  return tmp && *tmp ? tmp : "/tmp";
+  return temp_base();
 }
 
-// A fresh directory under scratch_base(), removed with its contents at destruction.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string pattern = scratch_base() + "/tcp-log-server-crash.XXXXXX";
-    std::vector<char> buf(pattern.begin(), pattern.end());
-    buf.push_back('\0');
-    REQUIRE_MESSAGE(::mkdtemp(buf.data()), "mkdtemp " << pattern << ": " << std::strerror(errno));
-    path_ = std::filesystem::canonical(buf.data()).string();
-  }
-  ~ScratchDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// The settings every recorded run and every recovery has: a journal of 128 KiB (two sides of
-// 60 KiB of records; a checkpoint starts when one is half full, at about 30 KiB) and lines of at
-// most 28 KiB (the most such a journal allows: 4 x (28 KiB + 4 KiB); a connection's input holds
-// one longest line, so this also bounds what one pass reads from one connection, and a batch of
-// up to 28 KB sent at once is one commit). The default 64 MiB journal would make every crash
-// state 64 MiB (the model keeps whole files) and no workload would ever fill half a side: with
-// this one, checkpoints, side switches and resets happen inside them.
-inline const std::map<std::string, std::string>& small_journal() {
-  static const std::map<std::string, std::string> env{{"JOURNAL_BYTES", "131072"}, {"MAX_MESSAGE_BYTES", "28672"}};
-  return env;
-}
-
-// Records one workload. Runs happen in a fresh directory whose `data` subdirectory (the root)
-// holds BLOBS and LEVELDB.
+// Records one workload. Runs happen in a fresh directory under scratch_base() whose `data`
+// subdirectory (the root) holds BLOBS and LEVELDB. Every recorded run and every recovery has
+// the small journal (support.hpp's small_journal(): 128 KiB, lines of at most 28 KiB): the
+// default journal would make every crash state as large (the model keeps whole files) and no
+// workload would fill half a side; with this one, checkpoints, side switches and resets happen
+// inside them.
 class Recorder {
  public:
   Recorder(std::string name, std::string mode) {
@@ -229,7 +199,7 @@ class Recorder {
     REQUIRE_MESSAGE(status.has_value(), "the server under strace did not exit");
     if (stop == SIGTERM)
       CHECK_MESSAGE(status == status_after_term, "status " << status.value_or(-1) << ": " << harness::detail::tail(s.out(), 400));
-    rec_.phases.push_back({dur::slurp(trace), sync});
+    rec_.phases.push_back({read_file(trace), sync});
   }
   const Recording& recording() const { return rec_; }
 
@@ -260,7 +230,7 @@ class Recorder {
     REQUIRE_MESSAGE(!s.empty(), "strace is needed (make check-deps installs it)");
     return s;
   }
-  ScratchDir dir_;
+  TempDir dir_{scratch_base(), "tcp-log-server-crash"};
   std::string base_;
   Recording rec_;
   dev_t root_dev_ = 0;
@@ -292,6 +262,373 @@ inline void follow_to(Client& reader, uint64_t head) {
     auto index = harness::json_int_field(line, "index");
     if (index && static_cast<uint64_t>(*index) >= head) return;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workloads, each recorded into a Recorder, which it returns: what the crash-state tests
+// explore and the sync-removal proofs take apart.
+
+// Notes `w` in `r` and returns it.
+inline Write noted(Recorder& r, const Write& w) { return r.note(w); }
+
+// Single writes one at a time (under SYNC=always, each one journal append and its fdatasync),
+// a stream reader from the start. Entries of 20, 700, 5000 and 40 bytes: blobs and journal
+// records that tear at 512 and at 4096 bytes. The clean stop checkpoints and resets the journal.
+inline Recorder& single_writes(Recorder& r, const std::string& sync) {
+  r.run(sync, [&](int port) {
+    Client reader(port);
+    reader.send_line("{\"from\":1}");
+    REQUIRE(reader.read_line() == "{\"current\":true}");
+    Client c(port);
+    const size_t pads[] = {20, 700, 5000, 40};
+    for (int i = 0; i < 4; i++) {
+      auto reply = send_batch(c, {noted(r, entry_write("single-" + std::to_string(i), i, pads[i]))});
+      REQUIRE(reply[0] == "{\"id\":\"single-" + std::to_string(i) + "\",\"index\":" + std::to_string(i + 1) + "}");
+    }
+    follow_to(reader, 4);
+  });
+  r.finish(sync);
+  return r;
+}
+
+// Whether a SYNC=always trace shows the journal's sides at work: a checkpoint thread retired
+// side 0 (its header written by a thread other than the one answering clients) and side 0 took
+// records again after that, and side 1 was retired too.
+inline void expect_sides_reused(const std::string& trace) {
+  long main_tid = 0;
+  const auto writes = journal_writes(trace, &main_tid);
+  const uint64_t side = kSmallJournalBytes / 2;
+  bool side0_retired = false, side0_reused = false, side1_retired = false;
+  for (const auto& w : writes) {
+    if (w.tid != main_tid && w.size == 4096 && w.offset == 0) side0_retired = true;
+    if (w.tid != main_tid && w.size == 4096 && w.offset == side) side1_retired = true;
+    if (w.tid == main_tid && side0_retired && w.offset == 4096) side0_reused = true;
+  }
+  CHECK_MESSAGE(side0_retired, "no checkpoint retired side 0 of the journal");
+  CHECK_MESSAGE(side1_retired, "no checkpoint retired side 1 of the journal");
+  CHECK_MESSAGE(side0_reused, "side 0 of the journal took no records after it was retired");
+}
+
+// Batches of 3 KB entries that fill the journal's sides: the first two stop just short of half a
+// side (10 records, 30.5 KB of 60 KB); the third (11 records) does not fit in what is left, so
+// its first 9 records fill side 0 and the last 2 start side 1 (one batch, two appends, one
+// confirmation), and a checkpoint retires side 0; five more of 4 records take side 1 past half,
+// a checkpoint retires it, and side 0 takes records again over those of its earlier generation.
+// Duplicates within a batch and across batches (blobs stored and not checkpointed yet). A stream
+// reader from the start. Under SYNC=none (no journal) the same batches.
+inline Recorder& checkpointed_batches(Recorder& r, const std::string& sync) {
+  r.run(sync, [&](int port) {
+    Client reader(port);
+    reader.send_line("{\"from\":1}");
+    REQUIRE(reader.read_line() == "{\"current\":true}");
+    Client c(port);
+    int n = 0;
+    auto fresh = [&](const std::string& batch) {
+      n++;
+      return noted(r, entry_write("cp-" + batch + "-" + std::to_string(n), 300 + n, 2980));
+    };
+    std::vector<std::vector<Write>> batches(8);
+    for (int i = 0; i < 5; i++) batches[0].push_back(fresh("1"));
+    batches[0].push_back(noted(r, with_id(batches[0][0], "cp-1-again")));
+    for (int i = 0; i < 3; i++) batches[1].push_back(fresh("2"));
+    batches[1].push_back(noted(r, with_id(batches[0][1], "cp-2-again")));
+    for (int i = 0; i < 10; i++) batches[2].push_back(fresh("3"));
+    batches[2].insert(batches[2].begin() + 4, noted(r, with_id(batches[1][0], "cp-3-again")));
+    for (int b = 3; b < 8; b++)
+      for (int i = 0; i < 4; i++) batches[b].push_back(fresh(std::to_string(b + 1)));
+    size_t total = 0;
+    for (const auto& batch : batches) {
+      for (const auto& reply : send_batch(c, batch)) REQUIRE(confirmed(reply));
+      total += batch.size();
+    }
+    follow_to(reader, total);
+  });
+  if (sync == "always") expect_sides_reused(r.recording().phases.back().trace);
+  r.finish(sync);
+  return r;
+}
+
+// The journal's side 0 or 1 header generation, as LEVELDB/journal holds it now (0: none).
+inline uint64_t side_generation(const std::string& journal, int side) {
+  std::string bytes = read_file(journal);
+  const size_t at = static_cast<size_t>(side) * (bytes.size() / 2);
+  if (bytes.size() < at + 16 || bytes.compare(at, 8, "TLSJRNL1") != 0) return 0;
+  uint64_t g = 0;
+  for (int i = 7; i >= 0; i--) g = g << 8 | static_cast<unsigned char>(bytes[at + 8 + i]);
+  return g;
+}
+
+// Waits (at most 15 s) until a checkpoint has given side `side` a new generation.
+inline void wait_for_retire(const std::string& journal, int side, uint64_t before) {
+  auto deadline = dur::Clock::now() + milliseconds(15000);
+  while (side_generation(journal, side) == before && dur::Clock::now() < deadline)
+    std::this_thread::sleep_for(milliseconds(20));
+  REQUIRE_MESSAGE(side_generation(journal, side) != before, "no checkpoint retired side " << side << " within 15 s");
+}
+
+// The checkpoint after a second without writes (SYNC=always): two writes, a pause until the
+// idle checkpoint retired side 0, a write (to side 1), a pause until side 1 was retired too,
+// and a write to side 0 again. A stream reader from the start.
+inline Recorder& idle_checkpoints(Recorder& r) {
+  const std::string journal = r.leveldb() + "/journal";
+  r.run("always", [&](int port) {
+    Client reader(port);
+    reader.send_line("{\"from\":1}");
+    REQUIRE(reader.read_line() == "{\"current\":true}");
+    Client c(port);
+    REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("idle-1", 1, 700))})[0]));
+    REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("idle-2", 2, 40))})[0]));
+    const uint64_t g0 = side_generation(journal, 0), g1 = side_generation(journal, 1);
+    wait_for_retire(journal, 0, g0);
+    REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("idle-3", 3, 5000))})[0]));
+    wait_for_retire(journal, 1, g1);
+    REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("idle-4", 4, 20))})[0]));
+    follow_to(reader, 4);
+  });
+  r.finish("always");
+  return r;
+}
+
+// A SYNC=always server killed (kill -9) with entries in its journal that no checkpoint made
+// durable: the next server (SYNC=`restart`) replays them (blobs and index records written
+// again), syncs, resets the journal, serves them to a reader, takes one more write and stops.
+// Crash states during the replay and the reset: the first server's confirmations must hold.
+inline Recorder& replay_after_kill(Recorder& r, const std::string& restart) {
+  r.run("always", [&](int port) {
+    Client c(port);
+    std::vector<Write> first, second;
+    for (int i = 0; i < 6; i++) first.push_back(noted(r, entry_write("kill-a" + std::to_string(i), 500 + i, 2980)));
+    for (int i = 0; i < 5; i++) second.push_back(noted(r, entry_write("kill-b" + std::to_string(i), 510 + i, 2980)));
+    second.push_back(noted(r, with_id(first[2], "kill-b-again")));
+    for (const auto& batch : {first, second})
+      for (const auto& reply : send_batch(c, batch)) REQUIRE(confirmed(reply));
+    // Half a side is full: side 1 takes these while a checkpoint empties side 0.
+    for (const auto& reply : send_batch(c, {noted(r, entry_write("kill-c0", 520, 30)), noted(r, entry_write("kill-c1", 521, 700))}))
+      REQUIRE(confirmed(reply));
+  }, SIGKILL);
+  r.run(restart, [&](int port) {
+    Client reader(port);
+    reader.send_line("{\"from\":1}");
+    follow_to(reader, 14);
+    Client c(port);
+    REQUIRE(send_batch(c, {noted(r, entry_write("kill-d", 530, 100))})[0] == "{\"id\":\"kill-d\",\"index\":15}");
+    follow_to(reader, 15);
+  });
+  r.finish(restart);
+  return r;
+}
+
+// The same entry written twice across a restart: stored under SYNC=none (whose server then
+// dies: kill -9), written again to a SYNC=always server, which finds its blob stored and
+// confirms it without writing it.
+inline Recorder& same_entry_twice(Recorder& r) {
+  const Write a = noted(r, entry_write("twice-a", 1, 30)), b = noted(r, entry_write("twice-b", 2, 700));
+  r.run("none", [&](int port) {
+    Client c(port);
+    REQUIRE(confirmed(send_batch(c, {a})[0]));
+    REQUIRE(confirmed(send_batch(c, {b})[0]));
+  }, SIGKILL);
+  r.run("always", [&](int port) {
+    Client reader(port);
+    reader.send_line("{\"from\":1}");
+    follow_to(reader, 2);
+    Client c(port);
+    REQUIRE(send_batch(c, {noted(r, with_id(a, "twice-a-again"))})[0] == "{\"id\":\"twice-a-again\",\"index\":3}");
+    REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("twice-c", 3, 50))})[0]));
+    REQUIRE(confirmed(send_batch(c, {noted(r, with_id(b, "twice-b-again"))})[0]));
+    follow_to(reader, 5);
+  });
+  r.finish("always");
+  return r;
+}
+
+// A SYNC=none server killed (its UNSYNCED marker left behind), restarted with SYNC=none: recovery
+// checks what the first run wrote, syncs it and moves the marker on; more writes; a clean stop
+// syncs everything and removes the marker.
+inline Recorder& none_killed_and_restarted(Recorder& r) {
+  r.run("none", [&](int port) {
+    Client c(port);
+    for (int i = 0; i < 3; i++) REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("first-" + std::to_string(i), 40 + i, 30 * i))})[0]));
+    for (const auto& reply : send_batch(c, {noted(r, entry_write("first-3", 43, 600)), noted(r, entry_write("first-4", 44, 5))}))
+      REQUIRE(confirmed(reply));
+  }, SIGKILL);
+  r.run("none", [&](int port) {
+    Client reader(port);
+    reader.send_line("{\"from\":1}");
+    follow_to(reader, 5);
+    Client c(port);
+    for (int i = 5; i < 7; i++) REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("second-" + std::to_string(i), 40 + i, 20))})[0]));
+    follow_to(reader, 7);
+  });
+  r.finish("none");
+  return r;
+}
+
+// Writes that fail, each followed by its retry: under SYNC=always, the journal append (ENOSPC:
+// nothing appended), the journal's fdatasync (EIO: the records are zeroed, unsynced, and the
+// retry writes over them), a blob write after the journal sync and the index append (ENOSPC:
+// the batch's records are taken back, zeros synced); under SYNC=none the blob write and the
+// index append. Faults come from strace (-e inject), at calls found by dry runs.
+inline Recorder& enospc_then_retry(Recorder& r, const std::string& sync) {
+  struct Fault {
+    std::string what;
+    std::function<bool(const std::string&, const std::string&)> pick;  // (call, path)
+    bool last;
+    std::string error;
+  };
+  auto journal = [](const std::string& p) { return p.size() > 8 && p.compare(p.size() - 8, 8, "/journal") == 0; };
+  auto index = [](const std::string& p) { return p.size() > 6 && p.compare(p.size() - 6, 6, "/index") == 0; };
+  auto blob = [](const std::string& p) { return p.find("/blobs/tmp/") != std::string::npos; };
+  std::vector<Fault> faults;
+  if (sync == "always") {
+    faults.push_back({"journal append", [=](const std::string& n, const std::string& p) { return n == "pwrite64" && journal(p); }, false, "ENOSPC"});
+    faults.push_back({"journal sync", [=](const std::string& n, const std::string& p) { return n == "fdatasync" && journal(p); }, false, "EIO"});
+  }
+  faults.push_back({"blob write", [=](const std::string& n, const std::string& p) { return n == "write" && blob(p); }, false, "ENOSPC"});
+  faults.push_back({"index append", [=](const std::string& n, const std::string& p) { return n == "pwrite64" && index(p); }, true, "ENOSPC"});
+  // Batch 1 succeeds; then each fault's batch (two new entries) and its retry; a last batch.
+  std::vector<std::vector<Write>> batches{{entry_write("ok-1", 1, 10), entry_write("ok-2", 2, 2000)}};
+  std::vector<size_t> failing;
+  for (size_t f = 0; f < faults.size(); f++) {
+    const int n = 10 + 2 * static_cast<int>(f);
+    batches.push_back({entry_write("fail-" + std::to_string(n), n, 30 + 500 * f), entry_write("fail-" + std::to_string(n + 1), n + 1, 40)});
+    failing.push_back(batches.size());
+    batches.push_back({with_id(batches.back()[0], "retry-" + std::to_string(n)), with_id(batches.back()[1], "retry-" + std::to_string(n + 1))});
+  }
+  batches.push_back({entry_write("ok-last", 99, 70)});
+  std::vector<size_t> sizes;
+  for (const auto& b : batches) sizes.push_back(b.size());
+  auto drive = [&](Recorder& rec, const std::vector<size_t>& must_fail) {
+    return [&rec, &batches, must_fail](int port) {
+      Client c(port);
+      for (size_t b = 0; b < batches.size(); b++) {
+        for (const auto& w : batches[b]) rec.note(w);
+        bool fails = std::find(must_fail.begin(), must_fail.end(), b + 1) != must_fail.end();
+        for (const auto& reply : send_batch(c, batches[b]))
+          CHECK_MESSAGE(confirmed(reply) != fails, "batch " << b + 1 << ": " << reply);
+      }
+    };
+  };
+  // Each fault is found by a dry run that has the faults before it injected.
+  std::vector<std::string> inject;
+  for (size_t f = 0; f < faults.size(); f++) {
+    Recorder dry(r.recording().name, "dry run");
+    std::vector<size_t> fail_so_far(failing.begin(), failing.begin() + static_cast<long>(f));
+    dry.run(sync, drive(dry, fail_so_far), SIGTERM, merge_injections(inject));
+    inject.push_back(inject_at(dry.recording().phases[0].trace, dry.root(), failing[f], sizes, faults[f].pick,
+                               faults[f].last, faults[f].error));
+  }
+  r.run(sync, drive(r, failing), SIGTERM, merge_injections(inject));
+  r.finish(sync);
+  return r;
+}
+
+// A checkpoint that fails (EIO injected into its syncfs, the checkpoint thread's third: strace
+// counts per thread, and the loop's own two come at startup), after which every write is
+// refused; SIGTERM exits 1 with the journal left to replay; the next server replays it, syncs,
+// resets, serves every confirmed entry and takes one more write. A failed sync is never retried
+// and then trusted: whatever the failed syncfs did or did not write, the journal covers it.
+inline Recorder& failed_checkpoint(Recorder& r) {
+  r.run("always", [&](int port) {
+    Client reader(port);
+    reader.send_line("{\"from\":1}");
+    REQUIRE(reader.read_line() == "{\"current\":true}");
+    Client c(port);
+    uint64_t confirmed_writes = 0;
+    bool refused = false;
+    for (int b = 0; b < 20 && !refused; b++) {
+      std::vector<Write> batch;  // two entries of 9 KB: four fill half a side
+      for (int i = 0; i < 2; i++)
+        batch.push_back(noted(r, entry_write("fc-" + std::to_string(b) + "-" + std::to_string(i), 600 + 2 * b + i, 8980)));
+      for (const auto& reply : send_batch(c, batch)) {
+        if (confirmed(reply)) confirmed_writes++;
+        else refused = true;
+      }
+    }
+    // The failure is collected by the loop a moment after the checkpoint's syncfs returned.
+    for (int k = 0; k < 100 && !refused; k++) {
+      std::this_thread::sleep_for(milliseconds(20));
+      auto reply = send_batch(c, {noted(r, entry_write("fc-late-" + std::to_string(k), 800 + k, 10))});
+      if (confirmed(reply[0])) confirmed_writes++;
+      else refused = reply[0].find("a checkpoint could not make the journal's entries durable") != std::string::npos;
+    }
+    REQUIRE_MESSAGE(refused, "no write was refused after the injected checkpoint failure");
+    follow_to(reader, confirmed_writes);
+  }, SIGTERM, {"inject=syncfs:error=EIO:when=3"}, 1);
+  r.run("always", [&](int port) {
+    Client c(port);
+    REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("fc-after", 900, 100))})[0]));
+  });
+  r.finish("always");
+  return r;
+}
+
+// A restart on a store whose index ends with a zeroed record and a torn one (as a power cut
+// leaves it), then more writes. The three entries stored before are promises too.
+inline Recorder& torn_tail_restart(Recorder& r, const std::string& sync) {
+  std::map<uint64_t, std::string> stored;
+  {
+    harness::ServerProcess s(r.root());
+    s.env("BLOBS", r.blobs()).env("LEVELDB", r.leveldb());
+    s.env(small_journal());
+    s.start();
+    for (int i = 1; i <= 3; i++) {
+      Write w = entry_write("before-" + std::to_string(i), 10 + i, 10 * i);
+      CHECK(dur::write_one(s.port(), w.id, w.canonical) == static_cast<uint64_t>(i));
+      stored[i] = w.canonical;
+    }
+    CHECK(s.stop_term() == 0);
+  }
+  for (const auto& name : dur::list_dir(r.root()))
+    if (name.rfind("server-", 0) == 0) std::filesystem::remove(r.root() + "/" + name);
+  append_file(r.leveldb() + "/index", std::string(65, '\0') + std::string(30, '7'));
+  r.start_from_here(stored);
+  for (const auto& [i, bytes] : stored) r.note({"before-" + std::to_string(i), "", bytes});
+  r.run(sync, [&](int port) {
+    Client reader(port);
+    reader.send_line("{\"from\":1}");
+    follow_to(reader, 3);
+    Client c(port);
+    for (int i = 4; i <= 6; i++) {
+      auto reply = send_batch(c, {noted(r, entry_write("after-" + std::to_string(i), 20 + i, 100 * i))});
+      REQUIRE(reply[0] == "{\"id\":\"after-" + std::to_string(i) + "\",\"index\":" + std::to_string(i) + "}");
+    }
+    follow_to(reader, 6);
+  });
+  r.finish(sync);
+  return r;
+}
+
+// Three writers pipelining at once and a stream reader: batches of whatever the server read
+// in one pass, one writer's ten writes sent in one go.
+inline Recorder& concurrent(Recorder& r, const std::string& sync) {
+  r.run(sync, [&](int port) {
+    Client reader(port);
+    reader.send_line("{\"from\":1}");
+    REQUIRE(reader.read_line() == "{\"current\":true}");
+    std::vector<Client> writers;
+    for (int w = 0; w < 3; w++) writers.emplace_back(port);
+    std::vector<std::vector<Write>> sent(3);
+    const size_t bursts[3] = {10, 3, 2};
+    for (int round = 0; round < 3; round++)
+      for (int w = 0; w < 3; w++) {
+        std::string lines;
+        for (size_t k = 0; k < bursts[w] && sent[w].size() < 12; k++) {
+          int n = 1000 * (w + 1) + static_cast<int>(sent[w].size());
+          sent[w].push_back(noted(r, entry_write("w" + std::to_string(w) + "-" + std::to_string(sent[w].size()), n, 8 + n % 50)));
+          lines += sent[w].back().line + "\n";
+        }
+        writers[w].send(lines);
+      }
+    size_t total = 0;
+    for (int w = 0; w < 3; w++) {
+      for (const auto& reply : writers[w].read_lines(sent[w].size(), milliseconds(15000))) REQUIRE(confirmed(reply));
+      total += sent[w].size();
+    }
+    follow_to(reader, total);
+  });
+  r.finish(sync);
+  return r;
 }
 
 }  // namespace crash

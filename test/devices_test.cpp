@@ -30,13 +30,6 @@ bool emulated() {
   return e && *e;
 }
 
-void write_file(const std::string& path, std::string_view bytes) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  REQUIRE_MESSAGE(fd >= 0, detail::errno_text("open " + path));
-  REQUIRE(::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
-  ::close(fd);
-}
-
 // A store whose index holds `head` entries, each the blob of `entry`. Only the last records
 // are written (all that recovery and these tests read: recovery looks at the last 4096); the
 // rest of the index is a hole. The offsets are the point, and a hole has the same ones as
@@ -50,27 +43,20 @@ void make_large_store(const std::string& dir, uint64_t head, const std::string& 
   write_file(blobs + "/" + hash.substr(0, 2) + "/" + hash.substr(2), entry);
   const std::string path = leveldb + "/index";
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-  REQUIRE_MESSAGE(fd >= 0, detail::errno_text("open " + path));
-  REQUIRE_MESSAGE(::ftruncate(fd, static_cast<off_t>(head * kRecord)) == 0, detail::errno_text("ftruncate " + path));
+  REQUIRE_MESSAGE(fd >= 0, errno_text("open " + path));
+  REQUIRE_MESSAGE(::ftruncate(fd, static_cast<off_t>(head * kRecord)) == 0, errno_text("ftruncate " + path));
   const uint64_t tail = std::min<uint64_t>(head, 8192);
   std::string records;
   for (uint64_t i = 0; i < tail; i++) records += hash + "\n";
   const off_t at = static_cast<off_t>((head - tail) * kRecord);
   REQUIRE_MESSAGE(::pwrite(fd, records.data(), records.size(), at) == static_cast<ssize_t>(records.size()),
-                  detail::errno_text("pwrite " + path));
+                  errno_text("pwrite " + path));
   ::close(fd);
 }
 
-uint64_t file_size(const std::string& path) {
-  struct stat st {};
-  REQUIRE_MESSAGE(::stat(path.c_str(), &st) == 0, detail::errno_text("stat " + path));
-  return static_cast<uint64_t>(st.st_size);
-}
-
-// Small enough to be quick to create under emulation; the index is the subject here.
-void small_journal(ServerProcess& server) {
-  server.env("MAX_MESSAGE_BYTES", "4096").env("JOURNAL_BYTES", "131072");
-}
+// The servers here have the small journal (support.hpp), quick to create under emulation (the
+// index is the subject here), with lines of at most 4 KiB.
+constexpr uint64_t kMaxMessageBytes = 4096;
 
 // The index's byte `boundary` lies inside record boundary/65 + 1. The store starts a few
 // records short of it, a running server writes across it, and a restart opens it past it.
@@ -102,7 +88,7 @@ void crosses_index_boundary(uint64_t boundary) {
   INFO("index boundary " << boundary << " bytes; the store starts at entry " << head0);
   {
     ServerProcess server(dir.path());
-    small_journal(server);
+    server.env(small_journal(kMaxMessageBytes));
     server.start();
     auto listening = server.wait_for_log("\"msg\":\"listening\"", 1);
     REQUIRE(listening.size() == 1);
@@ -117,11 +103,11 @@ void crosses_index_boundary(uint64_t boundary) {
     CHECK(c.read_line() == head_line(head0 + 4));
     CHECK(server.stop_term() == 0);
   }
-  CHECK(file_size(dir / "leveldb/index") == (head0 + 4) * kRecord);
+  CHECK(file_size(dir / "leveldb/index") == static_cast<long long>((head0 + 4) * kRecord));
   CHECK((head0 + 4) * kRecord > boundary);
   {
     ServerProcess server(dir.path());
-    small_journal(server);
+    server.env(small_journal(kMaxMessageBytes));
     server.start();
     Client c(server.port());
     write_ok(c, "after", numbered(5), head0 + 5);
@@ -131,7 +117,7 @@ void crosses_index_boundary(uint64_t boundary) {
     CHECK(c.read_line() == head_line(head0 + 5));
     CHECK(server.stop_term() == 0);
   }
-  CHECK(file_size(dir / "leveldb/index") == (head0 + 5) * kRecord);
+  CHECK(file_size(dir / "leveldb/index") == static_cast<long long>((head0 + 5) * kRecord));
 }
 
 // strace, to make one system call fail; empty when it is not installed.
@@ -148,18 +134,7 @@ RunResult run_with_failing_readdir(const TempDir& dir, int when) {
                                 detail::server_binary()};
   detail::EnvOverrides env{{"PORT", "0"}, {"HOST", "127.0.0.1"}, {"BLOBS", dir / "blobs"},
                            {"LEVELDB", dir / "leveldb"}};
-  pid_t pid = detail::spawn(strace_path(), args, detail::build_environment(env), dir.path(),
-                            dir / "run.stdout", dir / "run.stderr");
-  RunResult result;
-  if (auto status = detail::wait_for_exit(pid, Clock::now() + kProcessWait)) {
-    result.status = detail::shell_status(*status);
-  } else {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-  }
-  result.out = detail::read_whole_file(dir / "run.stdout");
-  result.err = detail::read_whole_file(dir / "run.stderr");
-  return result;
+  return run_to_exit(strace_path(), args, env, dir.path(), dir.path());
 }
 
 }  // namespace
@@ -221,7 +196,7 @@ TEST_CASE("the journal's default size follows its file system; one that cannot f
     const uint64_t expected = default_journal_bytes(static_cast<uint64_t>(fs.f_blocks) * fs.f_frsize,
                                                     4 * (1048576 + 4096));
     CHECK(ServerProcess::json_int(listening[0], "journal_bytes") == static_cast<long long>(expected));
-    CHECK(file_size(server.leveldb_dir() + "/journal") == expected);
+    CHECK(file_size(server.leveldb_dir() + "/journal") == static_cast<long long>(expected));
     CHECK(server.stop_term() == 0);
   }
   // 1 TiB: more than this disk has free.
@@ -274,7 +249,7 @@ TEST_CASE("temp files a killed run left in LEVELDB (a journal half created, a ma
   TempDir dir;
   {
     ServerProcess server(dir.path());
-    small_journal(server);
+    server.env(small_journal(kMaxMessageBytes));
     server.start();
     Client c(server.port());
     write_ok(c, "a", numbered(1), 1);
@@ -283,7 +258,7 @@ TEST_CASE("temp files a killed run left in LEVELDB (a journal half created, a ma
   write_file(dir / "leveldb/journal.tmp", std::string(1 << 20, '\0'));
   write_file(dir / "leveldb/UNSYNCED.tmp", "12");
   ServerProcess server(dir.path());
-  small_journal(server);
+  server.env(small_journal(kMaxMessageBytes));
   server.start();
   CHECK(::access((dir / "leveldb/journal.tmp").c_str(), F_OK) != 0);
   CHECK(::access((dir / "leveldb/UNSYNCED.tmp").c_str(), F_OK) != 0);

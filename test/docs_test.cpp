@@ -18,7 +18,7 @@
 
 namespace fs = std::filesystem;
 using harness::detail::complete_lines;
-using harness::detail::read_whole_file;
+using test_support::read_file;
 
 namespace {
 
@@ -43,7 +43,7 @@ struct Page {
 
 Page read_page(const fs::path& path) {
   Page page;
-  page.lines = complete_lines(read_whole_file(path.string()));
+  page.lines = complete_lines(read_file(path.string()));
   bool code = false;
   std::string fence;
   for (const std::string& line : page.lines) {
@@ -168,7 +168,7 @@ TEST_CASE("every relative link and anchor in README.md and doc/*.md resolves") {
 }
 
 TEST_CASE("every path the manual page's SEE ALSO names exists") {
-  std::vector<std::string> lines = complete_lines(read_whole_file("tcp-log-server.1"));
+  std::vector<std::string> lines = complete_lines(read_file("tcp-log-server.1"));
   auto start = std::find(lines.begin(), lines.end(), ".SH SEE ALSO");
   REQUIRE(start != lines.end());
   static const std::regex path(R"((?:^|[\s(])((?:[A-Za-z0-9_.-]+/)*[A-Za-z0-9_-]+\.md)\b)");
@@ -187,11 +187,11 @@ TEST_CASE("every test case doc/hacking.md cites is a test case of the file it na
   static const std::regex cited(R"re(`(test/[A-Za-z0-9_]+_test\.cpp)` "([^"]+)")re");
   std::map<std::string, std::string> sources;
   size_t count = 0;
-  const std::string page = read_whole_file("doc/hacking.md");
+  const std::string page = read_file("doc/hacking.md");
   for (std::sregex_iterator m(page.begin(), page.end(), cited), end; m != end; ++m) {
     count++;
     const std::string file = m->str(1), name = m->str(2);
-    if (!sources.count(file)) sources[file] = fs::exists(file) ? read_whole_file(file) : "";
+    if (!sources.count(file)) sources[file] = fs::exists(file) ? read_file(file) : "";
     CHECK_MESSAGE(sources[file].find("TEST_CASE(\"" + name + "\")") != std::string::npos,
                   "doc/hacking.md cites " << file << " \"" << name << "\", which is no test case there");
   }

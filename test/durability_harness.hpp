@@ -19,8 +19,8 @@
 
 namespace dur {
 
+using namespace test_support;
 using harness::Clock;
-using harness::TempDir;
 using std::chrono::milliseconds;
 
 // ---------------------------------------------------------------------------------------------
@@ -81,18 +81,7 @@ class Rng {
 // ---------------------------------------------------------------------------------------------
 // Files
 
-inline std::string slurp(const std::string& path) { return harness::detail::read_whole_file(path); }
-
-inline void spit(const std::string& path, std::string_view bytes, bool append = false) {
-  std::ofstream f(path, std::ios::binary | (append ? std::ios::app : std::ios::trunc));
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE_MESSAGE(f.good(), "cannot write " << path);
-}
-
-inline long long file_size(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 ? static_cast<long long>(st.st_size) : -1;
-}
+// (read_file, write_file, append_file and file_size: support.hpp)
 
 inline bool exists(const std::string& path) {
   struct stat st {};
@@ -115,7 +104,7 @@ inline std::vector<std::string> list_dir(const std::string& dir) {
 inline std::string put_blob(const std::string& blobs, std::string_view bytes) {
   std::string hex = sha256_hex(bytes);
   std::filesystem::create_directories(blobs + "/" + hex.substr(0, 2));
-  spit(blob_path(blobs, hex), bytes);
+  write_file(blob_path(blobs, hex), bytes);
   return hex;
 }
 
@@ -143,7 +132,7 @@ inline Snapshot read_store(const std::string& blobs, const std::string& leveldb)
   Snapshot s;
   s.blobs = blobs;
   s.leveldb = leveldb;
-  std::string index = slurp(leveldb + "/index");
+  std::string index = read_file(leveldb + "/index");
   s.size = static_cast<long long>(index.size());
   for (size_t at = 0; at + kRecordSize <= index.size(); at += kRecordSize)
     s.records.push_back(index.substr(at, kRecordSize));
@@ -167,7 +156,7 @@ inline Snapshot read_store(const std::string& blobs, const std::string& leveldb)
       bad_blobs.insert(hex);
       continue;
     }
-    std::string bytes = slurp(path);
+    std::string bytes = read_file(path);
     if (sha256_hex(bytes) != hex) {
       s.problems.push_back(where + "blob " + hex + " does not hash to its name");
       bad_blobs.insert(hex);
@@ -661,9 +650,8 @@ inline std::vector<std::string> read_all(int port, milliseconds timeout = millis
 inline std::vector<std::string> lines_with(const std::vector<std::string>& lines, int level,
                                            std::string_view needle) {
   std::vector<std::string> out;
-  std::string lv = "{\"level\":" + std::to_string(level) + ",";
   for (const auto& l : lines)
-    if (l.rfind(lv, 0) == 0 && l.find(needle) != std::string::npos) out.push_back(l);
+    if (at_level(l, level) && l.find(needle) != std::string::npos) out.push_back(l);
   return out;
 }
 
@@ -726,7 +714,7 @@ class Wrapped {
   bool wait_listening(milliseconds timeout) {
     auto deadline = Clock::now() + timeout;
     for (;;) {
-      for (const auto& line : harness::detail::complete_lines(slurp(out_))) {
+      for (const auto& line : harness::detail::complete_lines(read_file(out_))) {
         if (line.find("\"msg\":\"listening\"") == std::string::npos) continue;
         auto port = harness::json_int_field(line, "port");
         auto pid = harness::json_int_field(line, "pid");
@@ -773,8 +761,8 @@ class Wrapped {
   pid_t server_pid() const { return server_pid_; }
   std::optional<int> exit_status() const { return status_; }
   std::chrono::microseconds listening_after() const { return listening_after_; }
-  std::string out() const { return slurp(out_); }
-  std::string err() const { return slurp(err_); }
+  std::string out() const { return read_file(out_); }
+  std::string err() const { return read_file(err_); }
   std::vector<std::string> log_lines() const { return harness::detail::complete_lines(out()); }
 
  private:

@@ -13,8 +13,6 @@ using harness::ServerProcess;
 
 namespace {
 
-constexpr int kInfo = 30, kWarn = 40, kFatal = 60;
-
 struct CrashStats {
   uint64_t rounds = 0, kills = 0, in_flight_at_kill = 0, sent = 0, confirmed = 0, unanswered = 0,
            reader_entries = 0, violations = 0, max_head = 0;
@@ -26,9 +24,9 @@ struct CrashStats {
 // half full after about 30 KB of records, so checkpoints, side switches and retired sides
 // written again happen all through the load, and the kills land in them. The others keep the
 // default 64 MiB journal, which the load never fills: only the idle checkpoint and the replay.
-void configure(ServerProcess& s, const std::string& sync, bool small_journal) {
+void configure(ServerProcess& s, const std::string& sync, bool small) {
   s.env("SYNC", sync);
-  if (small_journal) s.env("JOURNAL_BYTES", "131072").env("MAX_MESSAGE_BYTES", "28672");
+  if (small) s.env(small_journal());
 }
 
 // Rounds of: load (pipelining writers + two stream readers from 1) -> kill -9 at a random
@@ -158,13 +156,13 @@ void build_recovery_store(const std::string& blobs, const std::string& leveldb, 
   std::string bad_bytes(16 * 1024, 'x');
   std::string bad = sha256_hex("not the bytes below");
   std::filesystem::create_directories(blobs + "/" + bad.substr(0, 2));
-  spit(blob_path(blobs, bad), bad_bytes);
+  write_file(blob_path(blobs, bad), bad_bytes);
   std::string index;
   index.reserve((good + kMaxBatchEntries) * kRecordSize + 64);
   for (uint64_t i = 0; i < good; i++) index.append(g).push_back('\n');
   for (size_t i = 0; i < kMaxBatchEntries; i++) index.append(bad).push_back('\n');
   index.append(std::string(30, '7'));
-  spit(leveldb + "/index", index);
+  write_file(leveldb + "/index", index);
 }
 
 }  // namespace
@@ -320,7 +318,7 @@ std::vector<std::string> fill_store(const std::string& dir, int n) {
 }
 
 std::string last_hex(const std::string& leveldb) {
-  std::string index = slurp(leveldb + "/index");
+  std::string index = read_file(leveldb + "/index");
   REQUIRE(index.size() >= kRecordSize);
   return index.substr(index.size() - kRecordSize, 64);
 }
@@ -369,7 +367,7 @@ TEST_CASE("torn and garbage tails are cut at startup with a warn line; nothing b
   }
   SUBCASE("zero bytes appended (a power cut after the size grew)") {
     size_t zeros = static_cast<size_t>(rng.range(1, 65 * 6 + 64));
-    spit(index, std::string(zeros, '\0'), true);
+    append_file(index, std::string(zeros, '\0'));
     std::vector<std::string> warn;
     if (zeros % 65) warn.push_back("cut a torn record of " + std::to_string(zeros % 65) + " byte(s)");
     if (zeros / 65) warn.push_back("cut " + std::to_string(zeros / 65) + " unconfirmed record(s)");
@@ -378,7 +376,7 @@ TEST_CASE("torn and garbage tails are cut at startup with a warn line; nothing b
   }
   SUBCASE("random bytes appended") {
     size_t len = static_cast<size_t>(rng.range(1, 65 * 8));
-    spit(index, rng.bytes(len), true);
+    append_file(index, rng.bytes(len));
     std::vector<std::string> warn;
     if (len % 65) warn.push_back("cut a torn record of " + std::to_string(len % 65) + " byte(s)");
     if (len / 65) warn.push_back("cut " + std::to_string(len / 65) + " unconfirmed record(s)");
@@ -389,7 +387,7 @@ TEST_CASE("torn and garbage tails are cut at startup with a warn line; nothing b
     std::string tail;
     for (int i = 0; i < 3; i++) tail += sha256_hex("never stored " + std::to_string(i)) + "\n";
     tail += "0123456789";
-    spit(index, tail, true);
+    append_file(index, tail);
     restart_and_check(dir.path(), canon, n,
                       {"cut a torn record of 10 byte(s)", "cut 3 unconfirmed record(s)"});
   }
@@ -399,19 +397,19 @@ TEST_CASE("torn and garbage tails are cut at startup with a warn line; nothing b
   }
   SUBCASE("the last entry's blob damaged") {
     std::string path = blob_path(blobs, last_hex(leveldb));
-    std::string bytes = slurp(path);
+    std::string bytes = read_file(path);
     bytes[rng.below(bytes.size())] ^= 0x20;
-    spit(path, bytes);
+    write_file(path, bytes);
     restart_and_check(dir.path(), canon, n - 1, {"cut 1 unconfirmed record(s)"});
   }
   SUBCASE("the last blob deleted and zero records appended") {
     REQUIRE(std::filesystem::remove(blob_path(blobs, last_hex(leveldb))));
-    spit(index, std::string(65 * 2, '\0'), true);
+    append_file(index, std::string(65 * 2, '\0'));
     restart_and_check(dir.path(), canon, n - 1, {"cut 3 unconfirmed record(s)"});
   }
   SUBCASE("leftover temporary blob files are removed") {
-    spit(blobs + "/tmp/" + sha256_hex("half"), "{\"half");
-    spit(blobs + "/tmp/" + sha256_hex("other"), "");
+    write_file(blobs + "/tmp/" + sha256_hex("half"), "{\"half");
+    write_file(blobs + "/tmp/" + sha256_hex("other"), "");
     restart_and_check(dir.path(), canon, n, {"removed 2 unfinished blob file(s)"});
   }
 }
@@ -429,7 +427,7 @@ TEST_CASE("a bad record deeper than the last batch is left alone: readers get an
   }
   index.replace(9 * 65, 64, std::string(64, 'z'));  // entry 10
   std::filesystem::create_directories(dir / "leveldb");
-  spit(dir / "leveldb/index", index);
+  write_file(dir / "leveldb/index", index);
   ServerProcess s(dir.path());
   s.start();
   CHECK(lines_with(s.log_lines(), kWarn, "unconfirmed record").empty());
@@ -477,7 +475,7 @@ TEST_CASE("a second server on the same BLOBS or LEVELDB exits with one fatal lin
     CHECK(lines_with(lines, kInfo, "\"msg\":\"listening\"").empty());
     // The first server is untouched and keeps serving; its lock files still name it.
     REQUIRE(first.running());
-    CHECK(slurp(first.blobs_dir() + "/LOCK").rfind(pid, 0) == 0);
+    CHECK(read_file(first.blobs_dir() + "/LOCK").rfind(pid, 0) == 0);
   }
   CHECK(write_one(first.port(), "b", "{\"b\":1}") == 2);
   auto read = read_all(first.port());
@@ -644,16 +642,16 @@ TEST_CASE("--check on a damaged store: exit 65, each problem with its index") {
   const int n = 40;
   auto canon = fill_store(dir.path(), n);
   const std::string blobs = dir / "blobs", index = dir / "leveldb/index";
-  std::string records = slurp(index);
+  std::string records = read_file(index);
   auto hex_of = [&](int i) { return records.substr(static_cast<size_t>(i - 1) * 65, 64); };
   // Entries 5, 12, 20 are unique (i % 7 != 3): damage each in its own way.
   std::string p5 = blob_path(blobs, hex_of(5));
-  std::string b5 = slurp(p5);
+  std::string b5 = read_file(p5);
   b5[1] = b5[1] == 'x' ? 'y' : 'x';
-  spit(p5, b5);                                                // blob modified
+  write_file(p5, b5);                                              // blob modified
   REQUIRE(std::filesystem::remove(blob_path(blobs, hex_of(12))));  // blob deleted
   records.replace(19 * 65, 65, std::string(30, 'G') + std::string(35, ' '));  // record 20 malformed
-  spit(index, records);
+  write_file(index, records);
   auto r = run_check(dir.path());
   INFO(r.output());
   CHECK(r.status == 65);
@@ -663,7 +661,7 @@ TEST_CASE("--check on a damaged store: exit 65, each problem with its index") {
     CHECK(r.out.find("problem: entry " + std::to_string(i) + ": ") != std::string::npos);
 
   SUBCASE("a torn tail is reported too, and left for the server to cut") {
-    spit(index, "abc", true);
+    append_file(index, "abc");
     auto r2 = run_check(dir.path());
     INFO(r2.output());
     CHECK(r2.status == 65);
@@ -726,7 +724,7 @@ StartupReads traced_startup(const std::string& dir, const std::string& strace) {
   s.signal_server(SIGTERM);
   REQUIRE(s.wait(milliseconds(10000)) == 0);
   StartupReads r;
-  std::istringstream in(slurp(trace));
+  std::istringstream in(read_file(trace));
   for (std::string line; std::getline(in, line);) {
     size_t at = line.find_first_not_of("0123456789 ");  // "<pid> " prefix with -f
     std::string call = line.substr(at);

@@ -20,7 +20,7 @@ namespace {
 
 std::string canonical(const std::string& path) {
   char resolved[PATH_MAX];
-  REQUIRE_MESSAGE(::realpath(path.c_str(), resolved), detail::errno_text("realpath " + path));
+  REQUIRE_MESSAGE(::realpath(path.c_str(), resolved), errno_text("realpath " + path));
   return resolved;
 }
 
@@ -47,7 +47,7 @@ struct TerminalRun {
 TerminalRun run_on_terminal(const std::vector<std::string>& args, const detail::EnvOverrides& env,
                             const TempDir& dir) {
   int master = -1, slave = -1;
-  REQUIRE_MESSAGE(::openpty(&master, &slave, nullptr, nullptr, nullptr) == 0, detail::errno_text("openpty"));
+  REQUIRE_MESSAGE(::openpty(&master, &slave, nullptr, nullptr, nullptr) == 0, errno_text("openpty"));
   std::vector<std::string> environment = detail::build_environment(env);
   std::string binary = detail::server_binary();
   std::vector<char*> argv{binary.data()};
@@ -92,7 +92,7 @@ TerminalRun run_on_terminal(const std::vector<std::string>& args, const detail::
     ::waitpid(pid, nullptr, 0);
     FAIL("still running after the timeout; killed");
   }
-  run.out = detail::read_whole_file(out_path);
+  run.out = read_file(out_path);
   return run;
 }
 

@@ -1,5 +1,7 @@
-// End-to-end test harness: a temporary directory, the real server binary as a child process,
-// and a loopback client that speaks newline-delimited JSON. Header-only, for doctest tests.
+// End-to-end test harness: the real server binary as a child process, with its data in a
+// temporary directory, and a loopback client that speaks newline-delimited JSON. Header-only,
+// for doctest tests; on top of support.hpp, whose names (TempDir, read_file, the log levels,
+// small_journal(), ...) are harness's too.
 //
 // Every wait is bounded; running out of time fails the current test with what was seen.
 // Only processes started here are ever signalled, by their pid; only loopback is dialled.
@@ -38,9 +40,13 @@
 #include <utility>
 #include <vector>
 
+#include "support.hpp"
+
 extern char** environ;
 
 namespace harness {
+
+using namespace test_support;
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
@@ -55,10 +61,6 @@ inline constexpr milliseconds kProcessWait{10000};
 
 namespace detail {
 
-inline std::string errno_text(std::string_view what) {
-  return std::string(what) + ": " + std::strerror(errno);
-}
-
 inline int millis_left(Clock::time_point deadline) {
   auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
   return left < 0 ? 0 : static_cast<int>(left);
@@ -68,13 +70,6 @@ inline int millis_left(Clock::time_point deadline) {
 inline std::string tail(std::string_view text, size_t max = 300) {
   if (text.size() <= max) return std::string(text);
   return "..." + std::string(text.substr(text.size() - max));
-}
-
-inline std::string read_whole_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
 }
 
 // Complete ('\n'-terminated) lines of `text`, without their '\n'.
@@ -105,19 +100,9 @@ inline std::optional<int> wait_for_exit(pid_t pid, Clock::time_point deadline) {
   }
 }
 
-// Variables the server reads; the inherited environment never leaks them into a test.
-inline const std::vector<std::string>& server_variables() {
-  static const std::vector<std::string> names{
-      "PORT",      "HOST",          "BLOBS",           "LEVELDB",         "LEVELDOWN",
-      "SYNC",      "LOG_LEVEL",     "MAX_MESSAGE_BYTES", "MAX_CONNECTIONS", "MAX_INPUT_BYTES",
-      "MAX_OUTPUT_BYTES", "LINE_TIMEOUT", "READ_RETRY_SECONDS", "JOURNAL_BYTES", "NOTIFY_SOCKET",
-      "LISTEN_PID", "LISTEN_FDS", "METRICS"};
-  return names;
-}
-
 using EnvOverrides = std::map<std::string, std::optional<std::string>>;  // nullopt: unset
 
-// The inherited environment without the server's variables, plus `overrides`.
+// The inherited environment without the server's variables (server_variables()), plus `overrides`.
 inline std::vector<std::string> build_environment(const EnvOverrides& overrides) {
   std::vector<std::string> env;
   for (char** e = environ; e && *e; ++e) {
@@ -208,33 +193,6 @@ inline pid_t spawn(const std::string& binary, const std::vector<std::string>& ar
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------------------
-// TempDir: a fresh directory under $TMPDIR (or /tmp), removed with its contents at destruction.
-
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string pattern = std::string(base && *base ? base : "/tmp") + "/tcp-log-server-test.XXXXXX";
-    std::vector<char> buf(pattern.begin(), pattern.end());
-    buf.push_back('\0');
-    if (!::mkdtemp(buf.data())) FAIL(detail::errno_text("mkdtemp " + pattern));
-    path_ = buf.data();
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::string& path() const { return path_; }
-  std::string operator/(std::string_view name) const { return path_ + "/" + std::string(name); }
-
- private:
-  std::string path_;
-};
-
-// ---------------------------------------------------------------------------------------------
 // Running the binary to completion (for --help, bad flags, failures to start).
 
 struct RunResult {
@@ -244,16 +202,14 @@ struct RunResult {
   std::string output() const { return out + err; }
 };
 
-// Runs the server binary with `args` and `env` (on top of PORT=0 and data directories in a
-// private temporary directory, so a binary that unexpectedly starts harms nothing) until it exits.
-inline RunResult run_server_binary(const std::vector<std::string>& args,
-                                   const detail::EnvOverrides& env = {},
-                                   milliseconds timeout = kProcessWait) {
-  TempDir dir;
-  detail::EnvOverrides all{{"PORT", "0"}, {"BLOBS", dir / "blobs"}, {"LEVELDB", dir / "leveldb"}};
-  for (const auto& [name, value] : env) all[name] = value;
-  pid_t pid = detail::spawn(detail::server_binary(), args, detail::build_environment(all),
-                            dir.path(), dir / "stdout", dir / "stderr");
+// Runs `binary args...` in `cwd` with `env` (build_environment: the server's variables are not
+// inherited) until it exits, its stdout and stderr into the files stdout and stderr of
+// `out_dir`; killed after `timeout`, and err says so.
+inline RunResult run_to_exit(const std::string& binary, const std::vector<std::string>& args,
+                             const detail::EnvOverrides& env, const std::string& cwd,
+                             const std::string& out_dir, milliseconds timeout = kProcessWait) {
+  pid_t pid = detail::spawn(binary, args, detail::build_environment(env), cwd, out_dir + "/stdout",
+                            out_dir + "/stderr");
   RunResult result;
   if (auto status = detail::wait_for_exit(pid, Clock::now() + timeout)) {
     result.status = detail::shell_status(*status);
@@ -262,9 +218,20 @@ inline RunResult run_server_binary(const std::vector<std::string>& args,
     ::waitpid(pid, nullptr, 0);
     result.err = "[harness: still running after the timeout; killed]\n";
   }
-  result.out = detail::read_whole_file(dir / "stdout");
-  result.err = detail::read_whole_file(dir / "stderr") + result.err;
+  result.out = read_file(out_dir + "/stdout");
+  result.err = read_file(out_dir + "/stderr") + result.err;
   return result;
+}
+
+// Runs the server binary with `args` and `env` (on top of PORT=0 and data directories in a
+// private temporary directory, so a binary that unexpectedly starts harms nothing) until it exits.
+inline RunResult run_server_binary(const std::vector<std::string>& args,
+                                   const detail::EnvOverrides& env = {},
+                                   milliseconds timeout = kProcessWait) {
+  TempDir dir;
+  detail::EnvOverrides all{{"PORT", "0"}, {"BLOBS", dir / "blobs"}, {"LEVELDB", dir / "leveldb"}};
+  for (const auto& [name, value] : env) all[name] = value;
+  return run_to_exit(detail::server_binary(), args, all, dir.path(), dir.path(), timeout);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -295,6 +262,11 @@ class ServerProcess {
   // Configuration, before start(). Later calls win.
   ServerProcess& env(const std::string& name, const std::string& value) {
     env_[name] = value;
+    return *this;
+  }
+  // Every variable of `variables` (as small_journal() gives them).
+  ServerProcess& env(const std::map<std::string, std::string>& variables) {
+    for (const auto& [name, value] : variables) env_[name] = value;
     return *this;
   }
   ServerProcess& unset_env(const std::string& name) {
@@ -394,7 +366,7 @@ class ServerProcess {
 
   std::string stdout_text() const {
     if (pipe_read_ >= 0) return pipe_text_;
-    return detail::read_whole_file(stdout_path_);
+    return read_file(stdout_path_);
   }
   // Reads what the stdout pipe holds now (see stdout_to_pipe()); returns the bytes read. All
   // of it stays in stdout_text().
@@ -408,7 +380,7 @@ class ServerProcess {
       got += static_cast<size_t>(n);
     }
   }
-  std::string stderr_text() const { return detail::read_whole_file(stderr_path_); }
+  std::string stderr_text() const { return read_file(stderr_path_); }
   // The complete log lines written to stdout so far.
   std::vector<std::string> log_lines() const { return detail::complete_lines(stdout_text()); }
 
@@ -517,7 +489,7 @@ class Client {
         continue;
       }
       if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-        FAIL(detail::errno_text("send") << " with " << bytes.size() << " bytes unsent");
+        FAIL(errno_text("send") << " with " << bytes.size() << " bytes unsent");
       if (Clock::now() >= deadline)
         FAIL("send: server took no input for " << timeout.count() << " ms, " << bytes.size()
                                                << " bytes unsent");
@@ -662,12 +634,12 @@ class Client {
     }
     if (!is_loopback(ss)) return "not a loopback address (tests only dial loopback)";
     fd_ = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd_ < 0) return detail::errno_text("socket");
+    if (fd_ < 0) return errno_text("socket");
     int one = 1;
     ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (::connect(fd_, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
       if (errno != EINPROGRESS) {
-        std::string why = detail::errno_text("connect");
+        std::string why = errno_text("connect");
         close();
         return why;
       }

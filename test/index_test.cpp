@@ -5,30 +5,23 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "store.hpp"
 #include "sha256.hpp"
+#include "test/support.hpp"
+
+using namespace test_support;
 
 namespace {
 
-struct ScratchDir {
-  std::string path;
-  ScratchDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/index-test-XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    REQUIRE(::mkdtemp(buf.data()) != nullptr);
-    path = buf.data();
-  }
-  ~ScratchDir() { std::system(("rm -rf '" + path + "'").c_str()); }
-  std::string blobs() const { return path + "/blobs"; }
-  std::string index_dir() const { return path + "/leveldb"; }
-  std::string index_file() const { return path + "/leveldb/index"; }
+// A temporary directory (support.hpp) that holds a store: blobs/ and leveldb/.
+struct ScratchDir : TempDir {
+  ScratchDir() : TempDir(temp_base(), "index-test") {}
+  std::string blobs() const { return path() + "/blobs"; }
+  std::string index_dir() const { return path() + "/leveldb"; }
+  std::string index_file() const { return path() + "/leveldb/index"; }
   Store::Options options(SyncMode sync = SyncMode::Always) const {
     Store::Options o;
     o.blobs_dir = blobs();
@@ -70,24 +63,6 @@ std::string read_entry(const Store& store, uint64_t index) {
   return bytes;
 }
 
-off_t file_size(const std::string& path) {
-  struct stat st;
-  REQUIRE(::stat(path.c_str(), &st) == 0);
-  return st.st_size;
-}
-
-void append_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::app | std::ios::binary);
-  f << bytes;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 bool contains(const std::vector<std::string>& lines, const std::string& needle) {
   for (const auto& l : lines)
     if (l.find(needle) != std::string::npos) return true;
@@ -119,8 +94,8 @@ TEST_CASE("blob is stored under its hash with exactly its bytes") {
   std::vector<std::string> warnings = open_store(store, dir);
   commit_range(store, 7, 7);
   std::string hex = sha256_hex(entry_text(7));
-  CHECK(slurp(dir.blobs() + "/" + hex.substr(0, 2) + "/" + hex.substr(2)) == entry_text(7));
-  CHECK(slurp(dir.index_file()) == hex + "\n");
+  CHECK(read_file(dir.blobs() + "/" + hex.substr(0, 2) + "/" + hex.substr(2)) == entry_text(7));
+  CHECK(read_file(dir.index_file()) == hex + "\n");
 }
 
 TEST_CASE("the same entry twice shares one blob and gets two records") {
@@ -152,13 +127,13 @@ TEST_CASE("a blob a power cut left damaged under its final name is written again
       commit_range(store, 5, 5);
       commit_range(store, 9, 9);  // so that recovery does not cut entry 5's record
     }
-    std::ofstream(path, std::ios::binary | std::ios::trunc) << damage;
+    write_file(path, damage);
     Store store;
     std::vector<std::string> warnings = open_store(store, dir);
     const uint64_t head = store.head();
     commit_range(store, 5, 5);
     CHECK(read_entry(store, head + 1) == entry_text(5));
-    CHECK(slurp(path) == entry_text(5));
+    CHECK(read_file(path) == entry_text(5));
   }
 }
 
@@ -186,7 +161,7 @@ TEST_CASE("a torn trailing record is cut with a warning naming the bytes") {
     std::vector<std::string> warnings = open_store(store, dir);
     commit_range(store, 1, 3);
   }
-  append_bytes(dir.index_file(), std::string(sha256_hex("x").substr(0, 20)));
+  append_file(dir.index_file(), std::string(sha256_hex("x").substr(0, 20)));
   Store store;
   std::vector<std::string> warnings = open_store(store, dir);
   CHECK(store.head() == 3);
@@ -201,7 +176,7 @@ TEST_CASE("malformed trailing records are cut from the tail") {
     std::vector<std::string> warnings = open_store(store, dir);
     commit_range(store, 1, 3);
   }
-  append_bytes(dir.index_file(), std::string(65 * 2, '\0'));  // zeros after a power cut
+  append_file(dir.index_file(), std::string(65 * 2, '\0'));  // zeros after a power cut
   Store store;
   std::vector<std::string> warnings = open_store(store, dir);
   CHECK(store.head() == 3);
@@ -220,9 +195,9 @@ TEST_CASE("a malformed record among the last batch's cuts it and every record af
     commit_range(store, 4, 13);  // one append of 10 records: 650 bytes at offset 195
     REQUIRE(store.close().ok());  // the journal emptied: nothing replays over the damage below
   }
-  std::string index = slurp(dir.index_file());
+  std::string index = read_file(dir.index_file());
   index.replace(4 * 65 + 10, 512 - (4 * 65 + 10), 512 - (4 * 65 + 10), '\0');  // entries 5..8 hit
-  std::ofstream(dir.index_file(), std::ios::binary | std::ios::trunc) << index;
+  write_file(dir.index_file(), index);
   Store store;
   std::vector<std::string> warnings = open_store(store, dir);
   CHECK(store.head() == 4);
@@ -243,23 +218,23 @@ TEST_CASE("a SYNC=none store is marked unsynced (durably, from its durable head)
   {
     Store store;
     std::vector<std::string> warnings = open_store(store, dir, SyncMode::None);
-    CHECK(slurp(marker) == "0\n");
+    CHECK(read_file(marker) == "0\n");
     commit_range(store, 1, 3);
   }
   CHECK(::access(marker.c_str(), F_OK) != 0);  // a clean stop synced everything
   {
     Store store;
     std::vector<std::string> warnings = open_store(store, dir, SyncMode::None);
-    CHECK(slurp(marker) == "0\n");  // fewer than kMaxBatchEntries records: all may be unsynced
+    CHECK(read_file(marker) == "0\n");  // fewer than kMaxBatchEntries records: all may be unsynced
     commit_range(store, 4, 4);
   }
-  std::ofstream(marker, std::ios::trunc) << "2\n";  // as a crash of a run would leave it
+  write_file(marker, "2\n");  // as a crash of a run would leave it
   {
     Store store;
     std::vector<std::string> warnings = open_store(store, dir, SyncMode::None);
-    CHECK(slurp(marker) == "4\n");  // what the crashed run wrote was checked, then synced
+    CHECK(read_file(marker) == "4\n");  // what the crashed run wrote was checked, then synced
   }
-  std::ofstream(marker, std::ios::trunc) << "2\n";
+  write_file(marker, "2\n");
   Store store;
   std::vector<std::string> warnings = open_store(store, dir, SyncMode::Always);
   CHECK(::access(marker.c_str(), F_OK) != 0);  // SYNC=always made it all durable
@@ -282,9 +257,9 @@ TEST_CASE("after a SYNC=none run that did not stop cleanly, recovery cuts from t
     commit_range(store, 4, 4);
     commit_range(store, 5, 5);
   }
-  std::ofstream(marker, std::ios::trunc) << "2\n";  // the SYNC=none run crashed after entry 5
+  write_file(marker, "2\n");  // the SYNC=none run crashed after entry 5
   std::string h4 = sha256_hex(entry_text(4));
-  std::ofstream(dir.blobs() + "/" + h4.substr(0, 2) + "/" + h4.substr(2), std::ios::trunc) << "";
+  write_file(dir.blobs() + "/" + h4.substr(0, 2) + "/" + h4.substr(2), "");
   Store store;
   std::vector<std::string> warnings = open_store(store, dir, SyncMode::None);
   CHECK(store.head() == 3);
@@ -305,7 +280,7 @@ TEST_CASE("trailing records whose blob is missing or damaged are cut") {
   }
   std::string h4 = sha256_hex(entry_text(4)), h3 = sha256_hex(entry_text(3));
   REQUIRE(::unlink((dir.blobs() + "/" + h4.substr(0, 2) + "/" + h4.substr(2)).c_str()) == 0);
-  std::ofstream(dir.blobs() + "/" + h3.substr(0, 2) + "/" + h3.substr(2), std::ios::trunc) << "{\"x\"";
+  write_file(dir.blobs() + "/" + h3.substr(0, 2) + "/" + h3.substr(2), "{\"x\"");
   Store store;
   std::vector<std::string> warnings = open_store(store, dir);
   CHECK(store.head() == 2);
@@ -337,7 +312,7 @@ TEST_CASE("leftover temporary blob files are removed at open") {
     Store store;
     std::vector<std::string> warnings = open_store(store, dir);
   }
-  std::ofstream(dir.blobs() + "/tmp/" + sha256_hex("half")) << "ha";
+  write_file(dir.blobs() + "/tmp/" + sha256_hex("half"), "ha");
   Store store;
   std::vector<std::string> warnings = open_store(store, dir);
   CHECK(contains(warnings, "removed 1 unfinished blob"));
@@ -363,7 +338,7 @@ TEST_CASE("check reports a damaged blob and a malformed record with their indice
     REQUIRE(store.close().ok());
   }
   std::string h2 = sha256_hex(entry_text(2));
-  std::ofstream(dir.blobs() + "/" + h2.substr(0, 2) + "/" + h2.substr(2), std::ios::trunc) << "{}";
+  write_file(dir.blobs() + "/" + h2.substr(0, 2) + "/" + h2.substr(2), "{}");
   {
     int fd = ::open(dir.index_file().c_str(), O_WRONLY);
     REQUIRE(fd >= 0);
@@ -432,7 +407,7 @@ TEST_CASE("a large batch that fails midway leaves no blob, no temp file and no r
   std::string blocked = sha256_hex(entry_text(first + 4));
   std::string blocked_dir = dir.blobs() + "/" + blocked.substr(0, 2);
   REQUIRE(::access(blocked_dir.c_str(), F_OK) != 0);
-  std::ofstream(blocked_dir) << "in the way";
+  write_file(blocked_dir, "in the way");
   std::vector<std::string> bytes, hashes;
   for (int i = first; i < first + count; i++) {
     bytes.push_back(entry_text(i));

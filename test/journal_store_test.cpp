@@ -111,11 +111,12 @@ TEST_CASE("journal: while it is full and a checkpoint runs, writes wait (none re
   TempDir dir;
   // The smallest journal (two sides of 60 KiB of records) and a checkpoint slowed down to 1.5 s
   // (strace delays its syncfs): 200 writes of 1 KiB fill a side and a half while it runs.
+  detail::EnvOverrides env{{"PORT", "0"}, {"BLOBS", dir / "blobs"}, {"LEVELDB", dir / "leveldb"}};
+  for (const auto& [name, value] : small_journal(4096)) env[name] = value;
   dur::Wrapped s(dir.path(),
                  {strace, "-f", "-qq", "-o", dir / "strace.out", "-e", "trace=syncfs", "-e",
                   "inject=syncfs:delay_enter=1500000:when=2+"},
-                 {{"PORT", "0"}, {"BLOBS", dir / "blobs"}, {"LEVELDB", dir / "leveldb"},
-                  {"MAX_MESSAGE_BYTES", "4096"}, {"JOURNAL_BYTES", "131072"}});
+                 env);
   REQUIRE(s.start());
   Client reader(s.port());
   Client writer(s.port());

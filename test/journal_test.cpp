@@ -10,9 +10,10 @@
 
 #include "journal.hpp"
 #include "sha256.hpp"
-#include "test/harness.hpp"
+#include "test/support.hpp"
 
-using harness::TempDir;
+using test_support::file_size;
+using test_support::TempDir;
 
 namespace {
 
@@ -70,11 +71,6 @@ void overwrite(const std::string& path, uint64_t offset, const std::string& byte
   ::close(fd);
 }
 
-long long size_of(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 ? static_cast<long long>(st.st_size) : -1;
-}
-
 // A journal opened on `dir`, recovered (nothing expected) and reset: ready for appends.
 void open_fresh(Journal& j, const std::string& dir) {
   Status s = j.open(dir, kBytes, Journal::Mode::Create);
@@ -92,7 +88,7 @@ TEST_CASE("journal: created whole at its size, zeros, and records replay in orde
   {
     Journal j;
     open_fresh(j, dir.path());
-    CHECK(size_of(dir / "journal") == static_cast<long long>(kBytes));
+    CHECK(file_size(dir / "journal") == static_cast<long long>(kBytes));
     CHECK(j.side_capacity() == kBytes / 2 - Journal::kHeaderBytes);
     expect = append(j, 1, 3);
     expect = expect + append(j, 4, 1);
@@ -225,10 +221,10 @@ TEST_CASE("journal: a journal of another size is replayed first, then replaced a
   }
   Journal bigger;
   REQUIRE(bigger.open(dir.path(), 2 * kBytes, Journal::Mode::Create).ok());
-  CHECK(size_of(dir / "journal") == static_cast<long long>(kBytes));  // not replaced yet
+  CHECK(file_size(dir / "journal") == static_cast<long long>(kBytes));  // not replaced yet
   CHECK(replay(bigger) == expect);
   REQUIRE(bigger.reset().ok());
-  CHECK(size_of(dir / "journal") == static_cast<long long>(2 * kBytes));
+  CHECK(file_size(dir / "journal") == static_cast<long long>(2 * kBytes));
   CHECK(replay(bigger).empty());
   std::vector<Replayed> next = append(bigger, 3, 1);
   Journal again;
@@ -242,5 +238,5 @@ TEST_CASE("journal: read-only open of a store without a journal replays nothing 
   Status s = j.open(dir.path(), kBytes, Journal::Mode::ReadOnly);
   REQUIRE_MESSAGE(s.ok(), s.error);
   CHECK(replay(j).empty());
-  CHECK(size_of(dir / "journal") == -1);
+  CHECK(file_size(dir / "journal") == -1);
 }

@@ -20,14 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int kFatal = 60;
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
-  REQUIRE_MESSAGE(out.good(), "cannot write " << path);
-}
-
 // The files a tcp-log-server 10 leaves in its LEVELDB after a few writes, with stand-in bytes
 // (only the names matter to the server), and a BLOBS directory with one entry.
 void make_node_store(const std::string& blobs, const std::string& leveldb) {
@@ -52,7 +44,7 @@ std::map<std::string, std::string> snapshot(const std::string& root) {
     if (::lstat(p.c_str(), &st) != 0) return std::string("lstat failed");
     std::string d = std::to_string(st.st_mode) + " " + std::to_string(st.st_size) + " " +
                     std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
-    if (S_ISREG(st.st_mode)) d += " " + detail::read_whole_file(p.string());
+    if (S_ISREG(st.st_mode)) d += " " + read_file(p.string());
     return d;
   };
   result["."] = describe(root);
@@ -65,19 +57,8 @@ std::map<std::string, std::string> snapshot(const std::string& root) {
 RunResult run_in(const std::string& cwd, const std::string& blobs, const std::string& leveldb,
                  const std::vector<std::string>& args = {}) {
   TempDir out;  // the output files live outside the directories under test
-  auto env = detail::build_environment({{"PORT", "0"}, {"BLOBS", blobs}, {"LEVELDB", leveldb}});
-  pid_t pid = detail::spawn(detail::server_binary(), args, env, cwd, out / "stdout", out / "stderr");
-  RunResult r;
-  if (auto status = detail::wait_for_exit(pid, Clock::now() + kProcessWait)) {
-    r.status = detail::shell_status(*status);
-  } else {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    r.err = "[harness: still running after the timeout; killed]\n";
-  }
-  r.out = detail::read_whole_file(out / "stdout");
-  r.err += detail::read_whole_file(out / "stderr");
-  return r;
+  return run_to_exit(detail::server_binary(), args, {{"PORT", "0"}, {"BLOBS", blobs}, {"LEVELDB", leveldb}}, cwd,
+                     out.path());
 }
 
 // The one fatal line of a refused start, after checking there is exactly one line and it is fatal.
@@ -172,7 +153,7 @@ TEST_CASE("a migrated LEVELDB (the LevelDB's files beside our index) starts and 
   CHECK(c.read_line() == R"({"id":"x","index":2})");
   CHECK(server.stop_term() == 0);
   // The LevelDB's own files are still there and unchanged, apart from the shared LOCK.
-  CHECK(detail::read_whole_file(server.leveldb_dir() + "/CURRENT") == "MANIFEST-000002\n");
+  CHECK(read_file(server.leveldb_dir() + "/CURRENT") == "MANIFEST-000002\n");
 }
 
 TEST_CASE("while a LevelDB process holds LEVELDB/LOCK the server does not start; while the server runs no LevelDB can lock it") {

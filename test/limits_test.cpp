@@ -76,7 +76,7 @@ void fill_log(Client& c, int count, size_t size, const std::string& id_prefix) {
 // tcp6: a dual-stack listener's connections are IPv6 sockets) sees it: the bytes the server has
 // queued for it that the client has not acknowledged.
 std::optional<long> server_send_queue(int server_port, int client_port) {
-  std::string text = dur::slurp("/proc/net/tcp") + dur::slurp("/proc/net/tcp6");
+  std::string text = read_file("/proc/net/tcp") + read_file("/proc/net/tcp6");
   std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
@@ -424,7 +424,7 @@ TEST_CASE("quiet connections are parked out of the poll set (poll() gets a handf
     ::kill(tracer, SIGINT);
     CHECK(detail::wait_for_exit(tracer, Clock::now() + 10s).has_value());
     for (auto deadline = Clock::now() + 10s; traced() && Clock::now() < deadline;) std::this_thread::sleep_for(10ms);
-    for (const std::string& l : detail::complete_lines(detail::read_whole_file(trace)))
+    for (const std::string& l : detail::complete_lines(read_file(trace)))
       if (l.rfind("poll([", 0) == 0) calls.push_back(l);
   }
   REQUIRE(!calls.empty());
@@ -533,7 +533,7 @@ TEST_CASE("readers catching up from disk do not hold a writer's line: little rea
   CHECK(s.wait(20s) == 0);
   // For each probe: from the recvfrom() that brought its line to the sendto() of its
   // confirmation, count the passes (poll calls) and the blob reads done for readers.
-  std::vector<std::string> lines = detail::complete_lines(dur::slurp(trace));
+  std::vector<std::string> lines = detail::complete_lines(read_file(trace));
   int probes = 0;
   for (int i = 0; i < kWrites; i++) {
     const std::string id = "\\\"probe" + std::to_string(i) + "\\\"";

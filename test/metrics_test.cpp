@@ -143,10 +143,10 @@ std::pair<int, std::string> promtool_check(const std::string& text) {
   const std::string promtool = dur::find_program("promtool");
   REQUIRE_MESSAGE(!promtool.empty(), "promtool is needed (Debian package prometheus; make installs it)");
   TempDir dir;
-  dur::spit(dir / "scrape.txt", text);
+  test_support::write_file(dir / "scrape.txt", text);
   const std::string command = promtool + " check metrics < " + dir / "scrape.txt" + " > " + dir / "out" + " 2>&1";
   const int status = std::system(command.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, dur::slurp(dir / "out")};
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, test_support::read_file(dir / "out")};
 }
 
 // A server with the monitoring listener on 127.0.0.1:0.
@@ -512,7 +512,7 @@ std::vector<pid_t> other_threads(pid_t pid) {
 }
 
 pid_t tracer_of(pid_t tid) {
-  const std::string status = dur::slurp("/proc/" + std::to_string(tid) + "/status");
+  const std::string status = test_support::read_file("/proc/" + std::to_string(tid) + "/status");
   const size_t at = status.find("TracerPid:");
   return at == std::string::npos ? 0 : static_cast<pid_t>(std::atol(status.c_str() + at + 10));
 }

@@ -32,7 +32,7 @@ class ManagerSocket {
     std::string error;
     REQUIRE_MESSAGE(parse_notify_address(name, &address, &length, &error), error);
     REQUIRE_MESSAGE(::bind(fd_, reinterpret_cast<sockaddr*>(&address), length) == 0,
-                    detail::errno_text("bind " + name));
+                    errno_text("bind " + name));
   }
   ~ManagerSocket() { ::close(fd_); }
   ManagerSocket(const ManagerSocket&) = delete;

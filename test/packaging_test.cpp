@@ -40,7 +40,7 @@ CommandResult run_command(const std::string& command, int seconds = 120) {
                      std::to_string(seconds) + " sh -c " + quoted + " 2>&1";
   CommandResult result;
   FILE* pipe = ::popen(full.c_str(), "r");
-  REQUIRE_MESSAGE(pipe, detail::errno_text("popen " + command));
+  REQUIRE_MESSAGE(pipe, errno_text("popen " + command));
   char buf[4096];
   size_t n;
   while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) result.output.append(buf, n);
@@ -146,7 +146,7 @@ std::set<std::string> traced_syscalls(const std::string& trace) {
 TEST_CASE("make static builds a static, stripped binary of at most 1 MiB that needs no NSS") {
   const std::string path = "static/tcp-log-server";
   REQUIRE_MESSAGE(fs::exists(path), "build it with make static (make test does)");
-  const std::string bytes = detail::read_whole_file(path);
+  const std::string bytes = read_file(path);
   CHECK(bytes.size() <= 1024 * 1024);
   REQUIRE(bytes.size() > sizeof(Elf64_Ehdr));
   Elf64_Ehdr header;
@@ -202,7 +202,7 @@ TEST_CASE("the manual page has no groff or mandoc warnings") {
 TEST_CASE("every flag, variable and default of --help is in the manual page, and its version is the binary's") {
   const std::string help = help_text();
   const std::string manual = manual_text();
-  const std::string source = detail::read_whole_file("tcp-log-server.1");
+  const std::string source = read_file("tcp-log-server.1");
   // Each flag is the tag of an entry under OPTIONS: the line after a .TP starts with it.
   static const std::regex flag(R"(--[a-z][a-z-]*)");
   std::set<std::string> flags;
@@ -237,7 +237,7 @@ TEST_CASE("every flag, variable and default of --help is in the manual page, and
 // The systemd unit
 
 TEST_CASE("the unit is Type=notify, bound to localhost, hardened, restarted on failure, and waits longer than a graceful stop") {
-  const std::string unit = detail::read_whole_file("tcp-log-server.service");
+  const std::string unit = read_file("tcp-log-server.service");
   REQUIRE(!unit.empty());
   CHECK(unit_values(unit, "Type") == std::vector<std::string>{"notify"});
   CHECK(unit_values(unit, "KillSignal") == std::vector<std::string>{"SIGTERM"});
@@ -275,7 +275,7 @@ TEST_CASE("every system call and address family the server uses is allowed by th
   REQUIRE_MESSAGE(has_program("systemd-analyze"), "systemd-analyze missing: make check-deps installs systemd");
   std::string strace = dur::find_program("strace");
   REQUIRE_MESSAGE(!strace.empty(), "strace is needed (make check-deps installs it)");
-  const std::string unit = detail::read_whole_file("tcp-log-server.service");
+  const std::string unit = read_file("tcp-log-server.service");
   auto groups = syscall_groups();
   std::set<std::string> allowed, denied;
   for (const std::string& value : unit_values(unit, "SystemCallFilter")) {
@@ -322,14 +322,14 @@ TEST_CASE("every system call and address family the server uses is allowed by th
     }
     s.signal_server(SIGTERM);
     CHECK(s.wait(10000ms) == 0);
-    all_traces += dur::slurp(trace);
+    all_traces += read_file(trace);
   }
   {
     const std::string trace = dir / "check.trace";
     CommandResult check = run_command(strace + " -f -qq -o " + trace + " env PORT=0 BLOBS=" + dir / "blobs" +
                                       " LEVELDB=" + dir / "leveldb " + detail::server_binary() + " --check");
     CHECK_MESSAGE(check.status == 0, check.output);
-    std::string text = dur::slurp(trace);
+    std::string text = read_file(trace);
     // Only what the server did, not env(1) before its execve.
     size_t exec = text.rfind("execve(\"" + detail::server_binary());
     all_traces += exec == std::string::npos ? text : text.substr(text.rfind('\n', exec) + 1);
@@ -369,12 +369,12 @@ TEST_CASE("make install puts the binary, the manual page and the unit under DEST
     REQUIRE(fs::is_regular_file(f.path));
     CHECK((fs::status(f.path).permissions() & fs::perms::all) == f.mode);
   }
-  CHECK(detail::read_whole_file(files[0].path) == detail::read_whole_file("tcp-log-server"));
-  CHECK(detail::read_whole_file(files[1].path) == detail::read_whole_file("tcp-log-server.1"));
-  const std::string unit = detail::read_whole_file(files[2].path);
+  CHECK(read_file(files[0].path) == read_file("tcp-log-server"));
+  CHECK(read_file(files[1].path) == read_file("tcp-log-server.1"));
+  const std::string unit = read_file(files[2].path);
   CHECK(unit_values(unit, "ExecStart") == std::vector<std::string>{"/usr/bin/tcp-log-server"});
   // Only ExecStart differs from the unit in the repository.
-  std::string original = detail::read_whole_file("tcp-log-server.service");
+  std::string original = read_file("tcp-log-server.service");
   original.replace(original.find("ExecStart=/usr/local/bin/"), 25, "ExecStart=/usr/bin/");
   CHECK(unit == original);
   // The installed binary runs.

@@ -89,7 +89,7 @@ std::vector<std::string> run_to_end(const std::string& command, const std::strin
     FAIL("recipe did not finish within 10 s: " << command);
   }
   CHECK_MESSAGE(detail::shell_status(*status) == 0, command);
-  return detail::complete_lines(detail::read_whole_file(out_path));
+  return detail::complete_lines(read_file(out_path));
 }
 
 }  // namespace
@@ -115,7 +115,7 @@ TEST_CASE("the README's nc recipes work as written and print what the README sho
   pid_t follower = spawn_shell(localize(recipes[2].command, server.port()), dir / "follow.out");
   auto wait_for = [&](const std::string& text) {
     auto deadline = Clock::now() + kWait;
-    while (detail::read_whole_file(dir / "follow.out").find(text) == std::string::npos) {
+    while (read_file(dir / "follow.out").find(text) == std::string::npos) {
       if (Clock::now() > deadline) return false;
       std::this_thread::sleep_for(10ms);
     }
@@ -135,7 +135,7 @@ TEST_CASE("the README's nc recipes work as written and print what the README sho
     ::kill(-follower, SIGKILL);
     ::waitpid(follower, nullptr, 0);
   }
-  std::vector<std::string> followed = detail::complete_lines(detail::read_whole_file(dir / "follow.out"));
+  std::vector<std::string> followed = detail::complete_lines(read_file(dir / "follow.out"));
   std::vector<std::string> expected = recipes[1].expected;
   expected.push_back(R"({"index":2,"entry":{"live":true}})");
   CHECK(followed == expected);
@@ -196,7 +196,7 @@ class Mirror {
                        out_);
   }
   ~Mirror() { stop(); }
-  std::string output() const { return detail::read_whole_file(out_); }
+  std::string output() const { return read_file(out_); }
   // Waits for the script to exit by itself; its status, or nothing if it did not in time.
   std::optional<int> wait_exit(milliseconds timeout = kWait) {
     if (pid_ < 0) return status_;
@@ -282,7 +282,7 @@ TEST_CASE("the mirror recipe of doc/replication.md stops at an entry the origina
     REQUIRE(writer.stop_term() == 0);
   }
   // Entry 3's blob is gone; a new server reads it from disk and sends an error in its place.
-  const std::string index = detail::read_whole_file(dir / "original/leveldb/index");
+  const std::string index = read_file(dir / "original/leveldb/index");
   const std::string hash = index.substr(2 * 65, 64);
   REQUIRE(std::filesystem::remove(dir / ("original/blobs/" + hash.substr(0, 2) + "/" + hash.substr(2))));
   Named original(dir, "original"), copy(dir, "copy");

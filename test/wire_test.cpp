@@ -39,11 +39,6 @@ size_t count_blobs(const std::string& blobs) {
   return n;
 }
 
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
-}
-
 bool ipv6_loopback_usable() {
   int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
@@ -1022,9 +1017,9 @@ TEST_CASE("an entry is stored as a blob named by the SHA-256 of its canonical by
   CHECK(sha256_hex(canonical) == hash);
   const std::string blobs = s.server.blobs_dir();
   CHECK(fs::is_regular_file(blobs + "/cd/ab067e9f3beb32d1252cfd63e492592fecbf591b0d08cadb24bb17f3864246"));
-  CHECK(detail::read_whole_file(blob_path(blobs, hash)) == canonical);
+  CHECK(read_file(blob_path(blobs, hash)) == canonical);
   const std::string index_file = s.server.leveldb_dir() + "/index";
-  CHECK(detail::read_whole_file(index_file) == hash + "\n");
+  CHECK(read_file(index_file) == hash + "\n");
 
   // The same entry again: a second index record, no second blob.
   write_ok(c, "b", R"({ "a" : "x", "b" : 1 })", 2);
@@ -1032,8 +1027,8 @@ TEST_CASE("an entry is stored as a blob named by the SHA-256 of its canonical by
   const std::string array = "[1,\"\xc3\xa9\",{\"k\":null}]";
   write_ok(c, "c", "[ 1, \"\\u00e9\", {\"k\":null} ]", 3);
   const std::string array_hash = sha256_hex(array);
-  CHECK(detail::read_whole_file(blob_path(blobs, array_hash)) == array);
-  CHECK(detail::read_whole_file(index_file) == hash + "\n" + hash + "\n" + array_hash + "\n");
+  CHECK(read_file(blob_path(blobs, array_hash)) == array);
+  CHECK(read_file(index_file) == hash + "\n" + hash + "\n" + array_hash + "\n");
   CHECK(count_blobs(blobs) == 2);
   CHECK(fs::file_size(index_file) == 3 * 65);
 }
@@ -1095,7 +1090,7 @@ TEST_CASE("entries are canonicalised: UTF-16 key order, last duplicate wins, JSO
   CHECK(c.read_line() == entry_line(1, expected));
   CHECK(c.read_line() == entry_line(2, R"([{"a":2,"b":1},"x",-1e-7])"));
   CHECK(c.read_line() == kCurrent);
-  CHECK(detail::read_whole_file(blob_path(s.server.blobs_dir(), sha256_hex(expected))) == expected);
+  CHECK(read_file(blob_path(s.server.blobs_dir(), sha256_hex(expected))) == expected);
   for (const auto& [entry, canonical] : varied_entries()) {
     CAPTURE(entry);
     Client one = s.connect();
@@ -1301,7 +1296,7 @@ TEST_CASE("LEVELDOWN is accepted as an alias of LEVELDB") {
   server.start();
   Client c(server.port());
   write_ok(c, "w", numbered(1), 1);
-  CHECK(detail::read_whole_file(dir / "leveldown/index") == sha256_hex(numbered(1)) + "\n");
+  CHECK(read_file(dir / "leveldown/index") == sha256_hex(numbered(1)) + "\n");
 }
 
 TEST_CASE("a failure to start is one fatal log line and a non-zero status other than 64") {
@@ -1351,7 +1346,7 @@ TEST_CASE("every accepted socket gets SO_KEEPALIVE and TCP_NODELAY") {
   // Each accept4() result, then the options set on that descriptor before the next accept.
   std::vector<std::string> accepted;
   std::vector<std::set<std::string>> options;
-  for (const auto& line : detail::complete_lines(dur::slurp(trace))) {
+  for (const auto& line : detail::complete_lines(read_file(trace))) {
     size_t call = line.find_first_not_of("0123456789 ");
     if (call == std::string::npos) continue;
     std::string rest = line.substr(call);
