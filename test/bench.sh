@@ -24,6 +24,9 @@
 # write_bench prints it (memory and poll-cost cells in the same form), exit=<status> added when a
 # run failed.
 #
+# write_bench reads BENCH_SECONDS and BENCH_WARMUP from the environment too: runs that must not
+# stop on time (the fills) say --seconds 0.
+#
 # Sections:
 #   writes    SYNC=always and SYNC=none x connections {1,16,64} x window {1,64}
 #   reads     a read of the whole READ_ENTRIES-entry log, by the process that wrote it (the
@@ -232,7 +235,7 @@ if section reads; then
   # The read log: READ_ENTRIES entries written by 16 pipelined connections (SYNC=none: quick).
   start_server none "$WORK/read"
   per_conn=$(( (READ_ENTRIES + 15) / 16 ))
-  run --mode write --label fill --conns 16 --window 64 --size "$SIZE" --writes "$per_conn"
+  run --mode write --label fill --conns 16 --window 64 --size "$SIZE" --writes "$per_conn" --seconds 0
   run --mode read --label "warm" --from 1
   stop_server
   start_server none "$WORK/read"
@@ -247,7 +250,7 @@ memory_section() {  # memory_section LABEL BINARY
   local label=$1 bin=$2 dir=$WORK/memory-$1 out=$WORK/hold.out base before after fds
   start_server none "$dir" "$bin"
   # A 2 MB log to catch up on (200-byte entries, written by 16 pipelined connections).
-  run --mode write --label "$label-fill" --conns 16 --window 64 --size "$SIZE" --writes 600
+  run --mode write --label "$label-fill" --conns 16 --window 64 --size "$SIZE" --writes 600 --seconds 0
   sleep 0.5  # the fill's connections are closed
   fds=$(open_fds "$SERVER_PID")
   # Warm-up: the code of every step is paged in once, so that "all closed" compares like with like.
@@ -297,7 +300,7 @@ fairness_section() {  # fairness_section LABEL BINARY
   local label=$1 bin=$2 dir=$WORK/fairness-$1 out=$WORK/load.out
   start_server none "$dir" "$bin"
   run --mode write --label "$label-fill" --conns 16 --window 64 --size "$SIZE" \
-      --writes $(( (READ_ENTRIES + 15) / 16 ))
+      --writes $(( (READ_ENTRIES + 15) / 16 )) --seconds 0
   stop_server
   start_server none "$dir" "$bin"  # nothing in memory: readers read their blobs from disk
   probe "$label:alone"
