@@ -17,6 +17,7 @@
 #   BENCH_TMP       parent of the temporary directory (default: $TMPDIR or /tmp); its
 #                   filesystem is the one measured
 #   BENCH_OUT       directory of the results file, results.txt (default: build/bench)
+#   REDIS_BATCH     entries per XRANGE request in the reads section's Redis read (default 1000)
 #
 # The results file, which test/bench_charts.sh draws: a header of "# key: value" lines (the
 # commit, the date, the machine, the settings, the load average before and after), then one line
@@ -30,7 +31,9 @@
 # Sections:
 #   writes    SYNC=always and SYNC=none x connections {1,16,64} x window {1,64}
 #   reads     a read of the whole READ_ENTRIES-entry log, by the process that wrote it (the
-#             newest entries from memory) and again after a restart (every entry from its blob)
+#             newest entries from memory) and again after a restart (every entry from its blob);
+#             and, when redis-server is installed, the same entries written to a Redis stream and
+#             read back from its start with XRANGE, REDIS_BATCH entries a request
 #   memory    server memory (VmRSS) per connection: 1,000 and IDLE_CONNS idle connections that
 #             each wrote once and hold a stream read; 100 readers that each caught up on a 2 MB
 #             log; and the server's memory once all of them closed, against its memory before
@@ -55,6 +58,7 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 SERVER=${SERVER:-./tcp-log-server}
 BASELINE=${BASELINE:-}
 BASELINE_LABEL=${BASELINE_LABEL:-baseline}
+REDIS_BATCH=${REDIS_BATCH:-1000}
 CXX=${CXX:-g++}
 
 WORK=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/tcp-log-bench.XXXXXX")
@@ -206,7 +210,7 @@ ram=$(awk '/^MemTotal:/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
   echo "# kernel: $(uname -r)"
   echo "# sections: $SECTIONS"
   echo "# settings: BENCH_SECONDS=$SECONDS_PER_CELL BENCH_WARMUP=$WARMUP BENCH_SIZE=$SIZE" \
-       "READ_ENTRIES=$READ_ENTRIES IDLE_CONNS=$IDLE_CONNS"
+       "READ_ENTRIES=$READ_ENTRIES IDLE_CONNS=$IDLE_CONNS REDIS_BATCH=$REDIS_BATCH"
   echo "# load_before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$RESULTS_FILE"
 
@@ -242,6 +246,20 @@ if section reads; then
   run --mode read --label "restarted" --from 1
   run --mode read --label "restarted-again" --from 1
   stop_server
+  # The same entries in a Redis stream (its append-only file synced every second; Redis reads
+  # from memory either way), read back from the start in XRANGE batches.
+  if command -v redis-server >/dev/null; then
+    start_redis everysec "$WORK/redis-read"
+    PORT=$REDIS_PORT
+    run --mode write --redis --label redis-fill --conns 16 --window 64 --size "$SIZE" \
+        --writes "$per_conn" --seconds 0
+    run --mode read --redis --label redis-xrange --batch "$REDIS_BATCH"
+    run --mode read --redis --label redis-xrange-again --batch "$REDIS_BATCH"
+    kill -TERM "$REDIS_PID"
+    wait "$REDIS_PID" || true
+  else
+    echo "bench: redis-server is missing (make bench installs it): no Redis read" >&2
+  fi
 fi
 
 # ---------------------------------------------------------------------------------------------
