@@ -138,10 +138,8 @@ done
 if present "$TMP/durable-writes_per_s.dat"; then
   series=("2|$REDIS|Redis, appendfsync always" "3|$OURS|ours ($COMMIT), SYNC=always")
   column_present "$TMP/durable-writes_per_s.dat" 4 && series+=("4|$BASE|${BASELINE:-baseline}, SYNC=always")
-  cell="$(setting BENCH_SECONDS) s cells"
-  [ "$(setting BENCH_WARMUP)" = 0 ] || cell+=", the first $(setting BENCH_WARMUP) s not counted"
   bars durable-writes "Durable writes, ours and Redis Streams (XADD): writes/s by connections x writes in flight, entry size" \
-       "confirmed writes/s, $cell (log scale)" rate "$xtics" "$TMP/durable-writes_per_s.dat" "${series[@]}"
+       "confirmed writes/s (log scale)" rate "$xtics" "$TMP/durable-writes_per_s.dat" "${series[@]}"
   bars durable-p99 "Durable writes: p99 latency, write to confirmation, of the same cells" \
        "p99 latency, ms (log scale)" ms "$xtics" "$TMP/durable-p99_ms.dat" "${series[@]}"
 else
