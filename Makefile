@@ -27,7 +27,7 @@ SERVER_HDRS := tcp-log-server.hpp tcp_log_server.h engine.hpp connection.hpp pol
                check_progress.hpp pino_log.hpp
 TESTS       := $(patsubst %.cpp,%,$(sort $(wildcard test/*_test.cpp)))
 
-.PHONY: all examples run static test test-embedded interop migrate migrate-test bench bench-deps crash-soak crash-states check-deps clean install \
+.PHONY: all examples run static test test-embedded interop migrate migrate-test bench bench-deps bench-charts bench-chart-deps crash-soak crash-states check-deps clean install \
         uninstall fuzz fuzz-deps fuzz-replay model-test check-sanitize forward-deps forward-test forward-bench metrics-deps
 all: tcp-log-server
 
@@ -196,14 +196,29 @@ crash-soak: tcp-log-server test/durability_test
 crash-states: tcp-log-server test/crash_states_test
 	CRASH_STATES=full ./test/crash_states_test
 
-# Write and read throughput over loopback; figures in doc/performance.md.
-bench: tcp-log-server bench-deps
-	bash test/bench.sh
+# Write and read throughput over loopback; figures in doc/performance.md. Every cell's summary
+# line goes to $(BENCH_OUT)/results.txt, under a header with the commit, date and machine, and
+# test/bench_charts.sh draws SVG charts of it into CHARTS_DIR (with a copy of the results):
+# CHARTS_DIR=doc/charts for the charts doc/performance.md embeds. `make bench-charts
+# BENCH_RESULTS=file` draws them again from a results file alone, without running anything.
+BENCH_OUT     ?= build/bench
+CHARTS_DIR    ?= $(BENCH_OUT)
+BENCH_RESULTS ?= $(BENCH_OUT)/results.txt
+bench: tcp-log-server bench-deps bench-chart-deps
+	BENCH_OUT=$(BENCH_OUT) bash test/bench.sh
+	bash test/bench_charts.sh $(BENCH_OUT)/results.txt $(CHARTS_DIR)
+
+bench-charts: bench-chart-deps
+	bash test/bench_charts.sh $(BENCH_RESULTS) $(CHARTS_DIR)
 
 # The benchmark's peer: Redis Streams, from Debian's redis-server (started by the benchmark
 # itself in a temporary directory, on loopback, stopped by its pid).
 bench-deps:
 	$(call need_package,redis-server,redis-server)
+
+# The charts' plotter: gnuplot without X11 (its SVG terminal needs none).
+bench-chart-deps:
+	$(call need_package,gnuplot,gnuplot-nox)
 
 # Drop-in checks against the real npm packages (tcp-log-client 4 and 6, pino-pretty, and the
 # Node.js tcp-log-server for byte-identical storage), pinned by test/interop/package-lock.json.

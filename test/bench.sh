@@ -6,6 +6,7 @@
 #                   (default: writes reads memory fairness durable)
 #   BASELINE        another server binary (e.g. an older build) measured in the same run in the
 #                   memory, fairness and durable sections, so that the two are compared as ratios
+#   BASELINE_LABEL  what the results and charts call BASELINE (default: baseline), e.g. its commit
 #   BENCH_SECONDS   seconds each write cell issues writes (default 5)
 #   BENCH_WARMUP    seconds at the start of each cell left out of its figures (default 1)
 #   BENCH_SIZE      canonical entry size in bytes (default 200)
@@ -15,11 +16,24 @@
 #   SERVER          server binary to run (default: ./tcp-log-server, built with make)
 #   BENCH_TMP       parent of the temporary directory (default: $TMPDIR or /tmp); its
 #                   filesystem is the one measured
+#   BENCH_OUT       directory of the results file, results.txt (default: build/bench)
+#   REDIS_BATCH     entries per XRANGE request in the reads section's Redis read (default 1000)
+#
+# The results file, which test/bench_charts.sh draws: a header of "# key: value" lines (the
+# commit, the date, the machine, the settings, the load average before and after), then one line
+# per cell as it finishes: section=<section>, then the cell's key=value summary line as
+# write_bench prints it (memory and poll-cost cells in the same form), exit=<status> added when a
+# run failed.
+#
+# write_bench reads BENCH_SECONDS and BENCH_WARMUP from the environment too: runs that must not
+# stop on time (the fills) say --seconds 0.
 #
 # Sections:
 #   writes    SYNC=always and SYNC=none x connections {1,16,64} x window {1,64}
 #   reads     a read of the whole READ_ENTRIES-entry log, by the process that wrote it (the
-#             newest entries from memory) and again after a restart (every entry from its blob)
+#             newest entries from memory) and again after a restart (every entry from its blob);
+#             and, when redis-server is installed, the same entries written to a Redis stream and
+#             read back from its start with XRANGE, REDIS_BATCH entries a request
 #   memory    server memory (VmRSS) per connection: 1,000 and IDLE_CONNS idle connections that
 #             each wrote once and hold a stream read; 100 readers that each caught up on a 2 MB
 #             log; and the server's memory once all of them closed, against its memory before
@@ -32,6 +46,8 @@
 #             1x1 and 16x16 while another process writes 2 GB to the same file system
 set -euo pipefail
 
+BENCH_OUT=${BENCH_OUT:-build/bench}
+case $BENCH_OUT in /*) ;; *) BENCH_OUT=$PWD/$BENCH_OUT ;; esac
 cd "$(dirname "$0")/.."
 SECTIONS=${BENCH_SECTIONS:-writes reads memory fairness durable}
 SECONDS_PER_CELL=${BENCH_SECONDS:-5}
@@ -41,6 +57,8 @@ READ_ENTRIES=${READ_ENTRIES:-100000}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 SERVER=${SERVER:-./tcp-log-server}
 BASELINE=${BASELINE:-}
+BASELINE_LABEL=${BASELINE_LABEL:-baseline}
+REDIS_BATCH=${REDIS_BATCH:-1000}
 CXX=${CXX:-g++}
 
 WORK=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/tcp-log-bench.XXXXXX")
@@ -116,6 +134,14 @@ start_redis() {
 # field LINE KEY: the value of KEY=value in a summary line.
 field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 
+# record LINE [STATUS]: a cell's summary line into the results file, under the current section.
+SECTION=
+record() {
+  [ -n "$1" ] || return 0
+  if [ "${2:-0}" -eq 0 ]; then echo "section=$SECTION $1"; else echo "section=$SECTION $1 exit=$2"; fi \
+    >>"$RESULTS_FILE"
+}
+
 RESULTS=()
 run() {  # run ARGS...: one bench run against $PORT; its summary line is kept
   local line status=0
@@ -123,6 +149,7 @@ run() {  # run ARGS...: one bench run against $PORT; its summary line is kept
   echo "$line" >&2
   [ "$status" -eq 0 ] || echo "bench: run failed (status $status): $*" >&2
   RESULTS+=("$line")
+  record "$line" "$status"
 }
 
 # start_load OUT ARGS...: a load generator in the background (pid in LOAD_PID), output in OUT.
@@ -161,13 +188,37 @@ settle() {
 }
 
 fs=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || echo '?')
-echo "bench: $(nproc) CPUs, $fs at $WORK, sections: $SECTIONS; commit" \
-     "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" >&2
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+# A build of changes not committed is not the commit: say so.
+[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || commit="$commit-dirty"
+echo "bench: $(nproc) CPUs, $fs at $WORK, sections: $SECTIONS; commit $commit" >&2
+
+mkdir -p "$BENCH_OUT"
+RESULTS_FILE=$BENCH_OUT/results.txt
+cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)
+ram=$(awk '/^MemTotal:/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
+{
+  echo "# tcp-log-server make bench (test/bench.sh): one line per cell, section=<section> then its summary"
+  echo "# commit: $commit"
+  echo "# baseline: ${BASELINE:+$BASELINE_LABEL}"
+  echo "# date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "# machine: $(nproc) CPUs (${cpu:-?}), $ram RAM, $fs, Linux $(uname -r)"
+  echo "# cpus: $(nproc)"
+  echo "# cpu: ${cpu:-?}"
+  echo "# ram: $ram"
+  echo "# fs: $fs"
+  echo "# kernel: $(uname -r)"
+  echo "# sections: $SECTIONS"
+  echo "# settings: BENCH_SECONDS=$SECONDS_PER_CELL BENCH_WARMUP=$WARMUP BENCH_SIZE=$SIZE" \
+       "READ_ENTRIES=$READ_ENTRIES IDLE_CONNS=$IDLE_CONNS REDIS_BATCH=$REDIS_BATCH"
+  echo "# load_before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$RESULTS_FILE"
 
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------------------------------------
 if section writes; then
+  SECTION=writes
   for sync in always none; do
     start_server "$sync" "$WORK/$sync"
     for c in 1 16 64; do
@@ -184,16 +235,31 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 if section reads; then
+  SECTION=reads
   # The read log: READ_ENTRIES entries written by 16 pipelined connections (SYNC=none: quick).
   start_server none "$WORK/read"
   per_conn=$(( (READ_ENTRIES + 15) / 16 ))
-  run --mode write --label fill --conns 16 --window 64 --size "$SIZE" --writes "$per_conn"
+  run --mode write --label fill --conns 16 --window 64 --size "$SIZE" --writes "$per_conn" --seconds 0
   run --mode read --label "warm" --from 1
   stop_server
   start_server none "$WORK/read"
   run --mode read --label "restarted" --from 1
   run --mode read --label "restarted-again" --from 1
   stop_server
+  # The same entries in a Redis stream (its append-only file synced every second; Redis reads
+  # from memory either way), read back from the start in XRANGE batches.
+  if command -v redis-server >/dev/null; then
+    start_redis everysec "$WORK/redis-read"
+    PORT=$REDIS_PORT
+    run --mode write --redis --label redis-fill --conns 16 --window 64 --size "$SIZE" \
+        --writes "$per_conn" --seconds 0
+    run --mode read --redis --label redis-xrange --batch "$REDIS_BATCH"
+    run --mode read --redis --label redis-xrange-again --batch "$REDIS_BATCH"
+    kill -TERM "$REDIS_PID"
+    wait "$REDIS_PID" || true
+  else
+    echo "bench: redis-server is missing (make bench installs it): no Redis read" >&2
+  fi
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -202,7 +268,7 @@ memory_section() {  # memory_section LABEL BINARY
   local label=$1 bin=$2 dir=$WORK/memory-$1 out=$WORK/hold.out base before after fds
   start_server none "$dir" "$bin"
   # A 2 MB log to catch up on (200-byte entries, written by 16 pipelined connections).
-  run --mode write --label "$label-fill" --conns 16 --window 64 --size "$SIZE" --writes 600
+  run --mode write --label "$label-fill" --conns 16 --window 64 --size "$SIZE" --writes 600 --seconds 0
   sleep 0.5  # the fill's connections are closed
   fds=$(open_fds "$SERVER_PID")
   # Warm-up: the code of every step is paged in once, so that "all closed" compares like with like.
@@ -218,6 +284,7 @@ memory_section() {  # memory_section LABEL BINARY
     sleep 1
     after=$(rss_kb "$SERVER_PID")
     MEMORY+=("$label idle_wrote_once_and_reading $n $before $after")
+    record "mode=memory label=$label state=idle_wrote_once_and_reading conns=$n rss_before_kb=$before rss_after_kb=$after"
     stop_load
     settle "$fds"
   done
@@ -227,12 +294,16 @@ memory_section() {  # memory_section LABEL BINARY
   sleep 1
   after=$(rss_kb "$SERVER_PID")
   MEMORY+=("$label caught_up_on_2MB 100 $before $after")
+  record "mode=memory label=$label state=caught_up_on_2MB conns=100 rss_before_kb=$before rss_after_kb=$after"
   stop_load
   settle "$fds"
-  MEMORY+=("$label all_closed_again - $base $(rss_kb "$SERVER_PID")")
+  after=$(rss_kb "$SERVER_PID")
+  MEMORY+=("$label all_closed_again - $base $after")
+  record "mode=memory label=$label state=all_closed_again conns=0 rss_before_kb=$base rss_after_kb=$after"
   stop_server
 }
 if section memory; then
+  SECTION=memory
   memory_section new "$SERVER"
   [ -z "$BASELINE" ] || memory_section baseline "$BASELINE"
 fi
@@ -247,7 +318,7 @@ fairness_section() {  # fairness_section LABEL BINARY
   local label=$1 bin=$2 dir=$WORK/fairness-$1 out=$WORK/load.out
   start_server none "$dir" "$bin"
   run --mode write --label "$label-fill" --conns 16 --window 64 --size "$SIZE" \
-      --writes $(( (READ_ENTRIES + 15) / 16 ))
+      --writes $(( (READ_ENTRIES + 15) / 16 )) --seconds 0
   stop_server
   start_server none "$dir" "$bin"  # nothing in memory: readers read their blobs from disk
   probe "$label:alone"
@@ -258,6 +329,7 @@ fairness_section() {  # fairness_section LABEL BINARY
     probe "$label:with-$readers-catching-up"
     wait "$LOAD_PID" || true
     RESULTS+=("$(cat "$out")")
+    record "$(cat "$out")"
   done
   # 100 readers that never read join the long log while the probe runs.
   "$BENCH" --port "$PORT" --mode write --label "$label:100-stalled-join" --conns 1 --window 1 \
@@ -268,16 +340,19 @@ fairness_section() {  # fairness_section LABEL BINARY
   start_load "$out" --mode hold --label "$label" --conns 100 --stalled --from 1
   wait "$probe_pid" || true
   RESULTS+=("$(cat "$WORK/probe.out")")
+  record "$(cat "$WORK/probe.out")"
   stop_load
   start_load "$out" --mode hold --label "$label" --conns "$IDLE_CONNS"
   wait_ready "$out"
   probe "$label:with-$IDLE_CONNS-idle"
   POLL_COST+=("$label $(field "$(grep '^ready' "$out")" poll_us)")
+  record "mode=poll label=$label conns=$IDLE_CONNS poll_us=$(field "$(grep '^ready' "$out")" poll_us)"
   stop_load
   run --mode catchup --label "$label:reader-alone" --conns 1 --from 1 --seconds "$SECONDS_PER_CELL"
   stop_server
 }
 if section fairness; then
+  SECTION=fairness
   fairness_section new "$SERVER"
   [ -z "$BASELINE" ] || fairness_section baseline "$BASELINE"
 fi
@@ -285,16 +360,19 @@ fi
 # ---------------------------------------------------------------------------------------------
 DURABLE=()
 durable_cell() {  # durable_cell LABEL PORT CONNS WINDOW SIZE [--redis]: one cell, kept in DURABLE
-  local label=$1 port=$2 conns=$3 window=$4 size=$5 line
+  local label=$1 port=$2 conns=$3 window=$4 size=$5 line status=0
   shift 5
   sync -f "$WORK"  # each cell starts without the write-back the cells before it left behind
   line=$(timeout 300 "$BENCH" --port "$port" --mode write --label "$label" --conns "$conns" \
          --window "$window" --size "$size" --writes 100000000 --seconds "$SECONDS_PER_CELL" \
-         --warmup "$WARMUP" "$@") || echo "bench: run failed: $label" >&2
+         --warmup "$WARMUP" "$@") || status=$?
+  [ "$status" -eq 0 ] || echo "bench: run failed: $label" >&2
   echo "$line" >&2
   DURABLE+=("$line")
+  record "$line" "$status"
 }
 if section durable; then
+  SECTION=durable
   command -v redis-server >/dev/null || { echo "bench: redis-server is missing (make bench installs it)" >&2; exit 1; }
   start_server always "$WORK/durable-always"
   ALWAYS_PORT=$PORT ALWAYS_PID=$SERVER_PID
@@ -343,6 +421,9 @@ if section durable; then
   wait "$ALWAYS_PID" "$NONE_PID" "${BASE_PIDS[@]}" || true
   SERVER_PID=
 fi
+
+echo "# load_after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS_FILE"
+echo "bench: results in $RESULTS_FILE" >&2
 
 # ---------------------------------------------------------------------------------------------
 echo

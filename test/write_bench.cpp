@@ -4,6 +4,9 @@
 //               (W=1: one at a time; W>1: pipelined). Measures confirmed writes/s and the
 //               latency from queueing a write to receiving its {"id":..,"index":N}.
 //   read mode:  one connection sends {"from":F} and counts entries until {"current":true}.
+//               With --redis: the stream "log" read from its start with XRANGE, B entries per
+//               request, each request sent once the previous reply is in (it starts after the
+//               last id that reply gave), until a reply with fewer than B entries.
 //   catchup mode: C readers, each reading the whole log from F again and again (connect,
 //               {"from":F}, read until {"current":true}, close) until T seconds passed.
 //   hold mode:  C connections that stay open until SIGTERM: each writes one entry first with
@@ -24,8 +27,10 @@
 //                               and count writes/s from U on (0)
 //   --from F     BENCH_FROM     read mode start index     (1)
 //   --label L    BENCH_LABEL    free text put in the summary line
+//   --batch B    BENCH_BATCH    read mode with --redis: entries per XRANGE (1000)
 //   --redis      write mode: speak to a Redis server instead, each write an XADD of the same
-//                entry to the stream "log" (the peer people would pick instead; RESP protocol)
+//                entry to the stream "log" (the peer people would pick instead; RESP protocol);
+//                read mode: read that stream back with XRANGE
 //   --write-once, --read, --stalled   hold mode, see above (flags without a value)
 // Prints one summary line of key=value pairs; exit 0 when every write was confirmed (or the
 // read reached {"current":true}), 1 on errors, 2 on bad usage. A run with no progress for
@@ -63,7 +68,7 @@ struct Options {
   std::string host = "127.0.0.1";
   int port = 0;
   std::string mode = "write";
-  long conns = 1, writes = 1000, window = 1, size = 200, from = 1;
+  long conns = 1, writes = 1000, window = 1, size = 200, from = 1, batch = 1000;
   double seconds = 0, warmup = 0;
   std::string label;
   bool write_once = false, read = false, stalled = false, redis = false;
@@ -74,7 +79,7 @@ struct Options {
                "write_bench: %s\nusage: write_bench --port P [--mode write|read] [--conns C] "
                "[--writes M] [--window W] [--size S] [--seconds T] [--warmup U] [--from F] "
                "[--host H] "
-               "[--label L]\n",
+               "[--label L] [--redis] [--batch B]\n",
                what);
   std::exit(2);
 }
@@ -104,6 +109,7 @@ Options parse(int argc, char** argv) {
   if (auto v = env("BENCH_WARMUP")) o.warmup = static_cast<double>(to_long("BENCH_WARMUP", v, 0));
   if (auto v = env("BENCH_FROM")) o.from = to_long("BENCH_FROM", v, 0);
   if (auto v = env("BENCH_LABEL")) o.label = v;
+  if (auto v = env("BENCH_BATCH")) o.batch = to_long("BENCH_BATCH", v, 1);
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") usage("help");
@@ -124,12 +130,14 @@ Options parse(int argc, char** argv) {
     else if (a == "--warmup") o.warmup = static_cast<double>(to_long("--warmup", v, 0));
     else if (a == "--from") o.from = to_long("--from", v, 0);
     else if (a == "--label") o.label = v;
+    else if (a == "--batch") o.batch = to_long("--batch", v, 1);
     else usage(("unknown option " + a).c_str());
   }
   if (o.port <= 0 || o.port > 65535) usage("--port is required (1..65535)");
   if (o.mode != "write" && o.mode != "read" && o.mode != "catchup" && o.mode != "hold")
     usage("--mode must be write, read, catchup or hold");
   if (o.conns > (o.mode == "hold" ? 20000 : 1000)) usage("--conns at most 1000 (20000 in hold mode)");
+  if (o.redis && o.mode != "write" && o.mode != "read") usage("--redis is for write and read mode");
   return o;
 }
 
@@ -469,6 +477,139 @@ int run_read(const Options& o) {
   return (current && errors == 0 && other == 0) ? 0 : 1;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Read mode against Redis
+
+constexpr size_t kIncomplete = std::string::npos;
+
+// The end of the complete RESP value that starts at in[at], kIncomplete while it is not all
+// there yet. *bad is set for a type byte RESP 2 does not have.
+size_t resp_end(const std::string& in, size_t at, bool* bad) {
+  if (at >= in.size()) return kIncomplete;
+  const size_t eol = in.find("\r\n", at);
+  if (eol == std::string::npos) return kIncomplete;
+  const long n = std::strtol(in.c_str() + at + 1, nullptr, 10);
+  switch (in[at]) {
+    case '+':
+    case '-':
+    case ':':
+      return eol + 2;
+    case '$': {
+      if (n < 0) return eol + 2;
+      const size_t end = eol + 2 + static_cast<size_t>(n) + 2;
+      return end <= in.size() ? end : kIncomplete;
+    }
+    case '*': {
+      size_t p = eol + 2;
+      for (long i = 0; i < n && p != kIncomplete; i++) p = resp_end(in, p, bad);
+      return p;
+    }
+    default:
+      *bad = true;
+      return kIncomplete;
+  }
+}
+
+std::string resp_command(const std::vector<std::string>& args) {
+  std::string out = "*" + std::to_string(args.size()) + "\r\n";
+  for (const auto& a : args) out += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+  return out;
+}
+
+int run_redis_read(const Options& o) {
+  int fd = connect_to(o);
+  const auto t0 = Clock::now();
+  auto last_progress = t0;
+  std::vector<char> buf(1 << 18);
+  std::string in, last_id;
+  long entries = 0, errors = 0, requests = 0;
+  uint64_t bytes = 0;
+  bool done = false, closed = false;
+  double first_byte = -1;
+  while (!done && !closed) {
+    const std::string start = requests == 0 ? "-" : "(" + last_id;  // "(": after that id
+    const std::string req = resp_command({"XRANGE", "log", start, "+", "COUNT", std::to_string(o.batch)});
+    requests++;
+    size_t off = 0;
+    while (off < req.size())
+      if (!send_some(fd, req, &off)) {
+        std::fprintf(stderr, "write_bench: send failed\n");
+        return 1;
+      }
+    // The reply, an array of [id, [field, value, ...]], is counted element by element as
+    // its bytes arrive.
+    in.clear();
+    long count = -1, got = 0;  // the reply's entries, once its header is in; those counted
+    size_t next = 0;           // where the next element starts
+    for (;;) {  // until the whole reply is in
+      bool bad = false;
+      if (count < 0 && in.find("\r\n") != std::string::npos) {
+        if (in[0] != '*') bad = true;
+        count = std::strtol(in.c_str() + 1, nullptr, 10);
+        next = in.find("\r\n") + 2;
+      }
+      while (!bad && count >= 0 && got < count) {
+        const size_t end = resp_end(in, next, &bad);
+        if (bad || end == kIncomplete) break;
+        // An element: *2, the id as a bulk string, the fields.
+        if (in.compare(next, 5, "*2\r\n$") != 0) {
+          bad = true;
+          break;
+        }
+        const size_t id_at = in.find("\r\n", next + 4) + 2;
+        last_id.assign(in, id_at, static_cast<size_t>(std::strtol(in.c_str() + next + 5, nullptr, 10)));
+        next = end;
+        got++;
+      }
+      if (bad) {
+        std::fprintf(stderr, "write_bench: unexpected XRANGE reply: %.80s\n", in.c_str());
+        errors++;
+        closed = true;
+        break;
+      }
+      if (count >= 0 && got == count) {
+        entries += got;
+        done = got < o.batch;
+        break;
+      }
+      pollfd p{fd, POLLIN, 0};
+      int n = ::poll(&p, 1, 1000);
+      if (n < 0 && errno != EINTR) {
+        std::perror("poll");
+        return 1;
+      }
+      if (secs_since(last_progress) > kStallSeconds) {
+        std::fprintf(stderr, "write_bench: no data for %.0f s, giving up\n", kStallSeconds);
+        closed = true;
+        break;
+      }
+      if (n <= 0) continue;
+      ssize_t r = ::recv(fd, buf.data(), buf.size(), 0);
+      if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        closed = true;
+        break;
+      }
+      if (r < 0) continue;
+      if (first_byte < 0) first_byte = secs_since(t0);
+      last_progress = Clock::now();
+      bytes += static_cast<uint64_t>(r);
+      in.append(buf.data(), static_cast<size_t>(r));
+    }
+  }
+  const double elapsed = secs_since(t0);
+  ::close(fd);
+  // The same keys as a read of our server (current=yes: the last reply was short, the end of
+  // the stream), and the batch and request count.
+  std::printf(
+      "mode=read label=%s from=1 entries=%ld errors=%ld other=0 current=%s secs=%.3f "
+      "first_byte_ms=%.3f entries_per_s=%.0f mb_per_s=%.1f bytes=%llu redis=yes batch=%ld "
+      "requests=%ld\n",
+      o.label.empty() ? "-" : o.label.c_str(), entries, errors, done ? "yes" : "no", elapsed,
+      first_byte * 1000, elapsed > 0 ? static_cast<double>(entries) / elapsed : 0.0,
+      elapsed > 0 ? static_cast<double>(bytes) / elapsed / 1e6 : 0.0,
+      static_cast<unsigned long long>(bytes), o.batch, requests);
+  return (done && errors == 0) ? 0 : 1;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Catch-up mode
@@ -691,5 +832,6 @@ int main(int argc, char** argv) {
   if (o.mode == "write") return run_write(o);
   if (o.mode == "catchup") return run_catchup(o);
   if (o.mode == "hold") return run_hold(o);
+  if (o.redis) return run_redis_read(o);
   return run_read(o);
 }
