@@ -1,6 +1,7 @@
 // The index: the ordered list of entry hashes, one file of fixed-width records.
 //   LEVELDB/index            record i (1-based) at offset (i-1)*65: 64 lowercase hex digits + '\n'
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -41,7 +42,9 @@ class IndexFile {
 
  private:
   int fd_ = -1;
-  uint64_t head_ = 0;
+  // Written by the one thread that appends (the store thread under SYNC=always), read by
+  // others: an entry is readable once head() covers it.
+  std::atomic<uint64_t> head_{0};
   std::string path_;
   bool cut_pending_ = false;  // a rollback's ftruncate failed; retried before the next append
 };

@@ -338,6 +338,37 @@ Status Journal::append(const std::vector<Entry>& entries, bool sync) {
   return Status::Ok();
 }
 
+Status Journal::read_appended(uint64_t start, uint64_t end, std::string* buffer,
+                              const std::function<Status(const Entry&)>& fn) const {
+  if (end < start || end - start > 2 * side_bytes_) {
+    return Status::Corruption("journal " + path_ + ": no appended records at " + std::to_string(start) +
+                              ".." + std::to_string(end));
+  }
+  buffer->resize(static_cast<size_t>(end - start));
+  long n = pread_full(fd_, buffer->empty() ? nullptr : &(*buffer)[0], buffer->size(), start);
+  if (n < 0) return Status::Errno("cannot read journal", path_, static_cast<int>(-n));
+  if (static_cast<uint64_t>(n) != buffer->size())
+    return Status::Corruption("journal " + path_ + " ended before offset " + std::to_string(end));
+  const char* p = buffer->data();
+  size_t left = buffer->size();
+  std::string hash;
+  while (left > 0) {
+    const uint64_t at = end - left;
+    if (left < kRecordHeaderBytes || get32(p + 4) > left - kRecordHeaderBytes ||
+        get32(p) != mask(crc32c(0, p + 4, kRecordHeaderBytes - 4 + get32(p + 4)))) {
+      return Status::Corruption("journal " + path_ + ": the record at offset " + std::to_string(at) +
+                                " is not whole (damaged since it was appended)");
+    }
+    const size_t length = get32(p + 4);
+    hash = bytes_to_hex(p + 24);
+    Status s = fn(Entry{get64(p + 16), hash, std::string_view(p + kRecordHeaderBytes, length)});
+    if (!s.ok()) return s;
+    p += kRecordHeaderBytes + length;
+    left -= kRecordHeaderBytes + length;
+  }
+  return Status::Ok();
+}
+
 Status Journal::take_back(uint64_t end_before) {
   const uint64_t end_after = offset_[active_];
   if (end_before >= end_after) return Status::Ok();

@@ -89,8 +89,15 @@ class Journal {
   // Takes back the last append (its batch failed after it): its records are overwritten with
   // zeros and synced, and the side's end moves back to `end_before`. On failure, failed().
   Status take_back(uint64_t end_before);
-  // Where the active side's records end (for take_back).
+  // Where the active side's records end (for take_back, and where the next append's go).
   uint64_t end() const { return offset_[active_]; }
+  // Reads the records an append wrote at [start, end) of the file, which no retire() has
+  // covered since, and calls `fn` for each in order (its Entry's views live until `fn`
+  // returns). Fails (Corruption) on a record that is not whole and of its side's generation:
+  // they were appended and synced by this process, so that is damage, never a normal end.
+  // Safe from another thread while this one appends elsewhere (pread on the same descriptor).
+  Status read_appended(uint64_t start, uint64_t end, std::string* buffer,
+                       const std::function<Status(const Entry&)>& fn) const;
   bool failed() const { return failed_; }
 
   // Metrics: how long the last append's fdatasync took (0 if it did not sync), and the bytes of

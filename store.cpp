@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <cctype>
 #include <condition_variable>
@@ -222,6 +223,7 @@ Status Store::open(const Options& options, std::vector<std::string>* warnings) {
     if (!unsynced_run) s = write_unsynced_marker(head > kMaxBatchEntries ? head - kMaxBatchEntries : 0);
     else if (sync_both_file_systems().ok()) s = write_unsynced_marker(head);
     if (!s.ok()) return s;
+    head_ = index_.head();
     opened_ = true;
     return Status::Ok();
   }
@@ -235,7 +237,8 @@ Status Store::open(const Options& options, std::vector<std::string>* warnings) {
   separate_file_systems_ = ::stat(options.blobs_dir.c_str(), &blobs_st) == 0 &&
                            ::stat(options.index_dir.c_str(), &index_st) == 0 &&
                            blobs_st.st_dev != index_st.st_dev;
-  checkpointer_ = std::make_unique<Checkpointer>(this);
+  head_ = index_.head();
+  worker_ = std::make_unique<Worker>(this);
   opened_ = true;
   return Status::Ok();
 }
@@ -243,7 +246,7 @@ Status Store::open(const Options& options, std::vector<std::string>* warnings) {
 Store::Store() = default;
 
 Store::~Store() {
-  checkpointer_.reset();  // stops the thread (a running checkpoint finishes first)
+  worker_.reset();  // stops the thread (what was handed over finishes first)
   // A clean stop under SYNC=none makes everything durable, so that the next start need not
   // check what this run wrote. If a sync fails the marker stays, and it will.
   if (!opened_ || options_.sync != SyncMode::None) return;
@@ -299,101 +302,145 @@ Status Store::make_durable(const std::vector<std::string>& blobs,
   return s;
 }
 
-// The checkpoint thread: it only syncs, and retires the journal side it was given; the loop's
-// thread learns that it finished from a pipe it polls.
-struct Store::Checkpointer {
-  explicit Checkpointer(Store* store) : store_(store) {
+// The store thread (SYNC=always): it makes the blob files and index records of committed
+// entries from their journal records, and runs checkpoints, one task at a time in the order they
+// were handed over, so that a checkpoint always follows the making of every entry of its side.
+// The committing thread learns that a checkpoint finished from a pipe it polls, and that making
+// failed from failure().
+struct Store::Worker {
+  explicit Worker(Store* store) : store_(store) {
     if (::pipe2(done_, O_CLOEXEC) != 0) done_[0] = done_[1] = -1;
     thread_ = std::thread([this] { loop(); });
   }
-  ~Checkpointer() {
+  ~Worker() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
     }
-    cv_.notify_one();
+    work_cv_.notify_one();
     thread_.join();
     for (int fd : done_)
       if (fd >= 0) ::close(fd);
   }
-  void start(int side, uint64_t generation, std::vector<std::string> blobs, std::vector<std::string> dirs) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      side_ = side;
-      generation_ = generation;
-      blobs_ = std::move(blobs);
-      dirs_ = std::move(dirs);
-      pending_ = true;
-    }
-    running_ = true;
-    cv_.notify_one();
+  // The entries first.. whose records an append wrote at [start, end) of `side`.
+  void make(int side, uint64_t first, uint64_t start, uint64_t end) {
+    hand_over(Task{Task::Kind::Make, side, first, start, end, 0});
   }
-  bool running() const { return running_; }
-  int fd() const { return running_ ? done_[0] : -1; }
+  void checkpoint(int side, uint64_t generation) {
+    checkpoint_running_ = true;
+    hand_over(Task{Task::Kind::Checkpoint, side, 0, 0, 0, generation});
+  }
+  // The committing thread's view: a checkpoint handed over whose result is not collected yet.
+  bool checkpoint_running() const { return checkpoint_running_; }
+  int fd() const { return checkpoint_running_ ? done_[0] : -1; }
   // Waits for the running checkpoint to finish (at once when fd() is readable).
-  Status wait(int* side, uint64_t* generation) {
+  Status wait_checkpoint(int* side, uint64_t* generation) {
     char byte;
     while (::read(done_[0], &byte, 1) < 0 && errno == EINTR) {
     }
     std::lock_guard<std::mutex> lock(mu_);
-    running_ = false;
-    *side = side_;
-    *generation = generation_;
-    return result_;
+    checkpoint_running_ = false;
+    *side = checkpoint_side_;
+    *generation = checkpoint_generation_;
+    return checkpoint_result_;
+  }
+  // Waits until every task handed over is done. What the thread wrote is then the caller's.
+  void drain() {
+    std::unique_lock<std::mutex> lock(mu_);
+    idle_cv_.wait(lock, [this] { return tasks_.empty() && !busy_; });
+  }
+  // Why making failed (Ok while it has not): once it has, no later entry is made and no side is
+  // retired; the journal keeps them all for the next start.
+  bool failed() const { return failed_.load(std::memory_order_acquire); }
+  Status failure() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failure_;
   }
 
  private:
+  struct Task {
+    enum class Kind { Make, Checkpoint } kind;
+    int side;
+    uint64_t first, start, end;  // Make
+    uint64_t generation;         // Checkpoint
+  };
+  void hand_over(const Task& task) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      tasks_.push_back(task);
+    }
+    work_cv_.notify_one();
+  }
   void loop() {
+    std::string buffer;
     for (;;) {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stop_ || pending_; });
-      if (!pending_) return;  // stopping, and nothing handed over
-      pending_ = false;
-      const int side = side_;
-      const uint64_t generation = generation_;
-      std::vector<std::string> blobs = std::move(blobs_), dirs = std::move(dirs_);
+      work_cv_.wait(lock, [this] { return stop_ || !tasks_.empty(); });
+      if (tasks_.empty()) return;  // stopping, and everything handed over is done
+      const Task task = tasks_.front();
+      tasks_.pop_front();
+      busy_ = true;
+      const bool failed_before = !failure_.ok();
       lock.unlock();
-      Status s = store_->make_durable(blobs, dirs);
-      if (s.ok()) s = store_->journal_.retire(side, generation);
-      lock.lock();
-      result_ = s;
-      lock.unlock();
-      const char byte = 1;
-      if (::write(done_[1], &byte, 1) < 0) {
+      if (task.kind == Task::Kind::Make) {
+        Status s = failed_before ? Status::Ok() : store_->make_entries(task.side, task.first, task.start, task.end, &buffer);
+        if (buffer.capacity() > (1u << 20)) std::string().swap(buffer);
+        lock.lock();
+        if (!s.ok() && failure_.ok()) {
+          failure_ = s;
+          failed_.store(true, std::memory_order_release);
+        }
+      } else {
+        Status s = failed_before ? failure() : Status::Ok();
+        if (s.ok()) {
+          std::vector<std::string> blobs = std::move(store_->side_blobs_[task.side]);
+          std::vector<std::string> dirs(store_->side_dirs_[task.side].begin(), store_->side_dirs_[task.side].end());
+          store_->side_blobs_[task.side].clear();
+          store_->side_dirs_[task.side].clear();
+          s = store_->make_durable(blobs, dirs);
+          if (s.ok()) s = store_->journal_.retire(task.side, task.generation);
+        }
+        lock.lock();
+        checkpoint_side_ = task.side;
+        checkpoint_generation_ = task.generation;
+        checkpoint_result_ = s;
+        const char byte = 1;
+        if (::write(done_[1], &byte, 1) < 0) {
+        }
       }
+      busy_ = false;
+      if (tasks_.empty()) idle_cv_.notify_all();
     }
   }
 
   Store* store_;
   std::thread thread_;
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable work_cv_, idle_cv_;
+  std::deque<Task> tasks_;
   bool stop_ = false;
-  bool pending_ = false;  // a checkpoint handed over, not taken by the thread yet
-  bool running_ = false;  // the loop's view: handed over, result not collected yet
-  int side_ = 0;
-  uint64_t generation_ = 0;
-  std::vector<std::string> blobs_, dirs_;
-  Status result_;
+  bool busy_ = false;                     // a task taken from tasks_ is being done
+  bool checkpoint_running_ = false;       // the committing thread's alone
+  int checkpoint_side_ = 0;
+  uint64_t checkpoint_generation_ = 0;
+  Status checkpoint_result_;
+  Status failure_;
+  std::atomic<bool> failed_{false};
   int done_[2] = {-1, -1};
 };
 
 void Store::start_checkpoint() {
   checkpoint_started_ns_ = monotonic_ns();  // metrics
   const int side = journal_.switch_sides();
-  const uint64_t generation = journal_.next_generation();
-  std::vector<std::string> dirs(side_dirs_[side].begin(), side_dirs_[side].end());
-  checkpointer_->start(side, generation, std::move(side_blobs_[side]), std::move(dirs));
-  side_blobs_[side].clear();
-  side_dirs_[side].clear();
+  worker_->checkpoint(side, journal_.next_generation());
 }
 
-int Store::checkpoint_fd() const { return checkpointer_ ? checkpointer_->fd() : -1; }
+int Store::checkpoint_fd() const { return worker_ ? worker_->fd() : -1; }
 
 Status Store::checkpoint_finished() {
   int side = 0;
   uint64_t generation = 0;
-  Status s = checkpointer_->wait(&side, &generation);
+  Status s = worker_->wait_checkpoint(&side, &generation);
   last_checkpoint_ns_ = monotonic_ns() - checkpoint_started_ns_;  // metrics
   if (s.ok()) {
     journal_.retired(side, generation);
@@ -404,10 +451,17 @@ Status Store::checkpoint_finished() {
   return s;
 }
 
+void Store::take_worker_failure() {
+  if (!worker_ || !worker_->failed() || !refused_.empty()) return;
+  refused_ = "writes are refused until the server restarts: the blob files or index records of "
+             "confirmed entries could not be made (" + worker_->failure().error +
+             "); the journal keeps those entries, and the next start writes them again";
+}
+
 bool Store::journal_holds_entries() const { return journaled() && journal_.holds_records(); }
 
 bool Store::can_checkpoint() const {
-  return journaled() && refused_.empty() && checkpointer_ && !checkpointer_->running() &&
+  return journaled() && refused_.empty() && worker_ && !worker_->checkpoint_running() &&
          journal_.used() > 0 && journal_.can_switch();
 }
 
@@ -416,6 +470,7 @@ void Store::checkpoint_if_possible() {
 }
 
 size_t Store::room_for(const std::vector<std::string_view>& bytes) {
+  take_worker_failure();
   if (!journaled() || !refused_.empty()) return bytes.size();  // commit() refuses them itself
   auto fitting = [&] {
     uint64_t room = journal_.room();
@@ -428,29 +483,38 @@ size_t Store::room_for(const std::vector<std::string_view>& bytes) {
     return n;
   };
   size_t n = fitting();
-  if (n < bytes.size() && !checkpointer_->running() && journal_.can_switch()) {
+  if (n < bytes.size() && !worker_->checkpoint_running() && journal_.can_switch()) {
     start_checkpoint();  // the other side, empty, takes appends from now on
     n = fitting();
   }
   return n;
 }
 
+Status Store::settle() {
+  if (!worker_) return Status::Ok();
+  worker_->drain();
+  take_worker_failure();
+  return worker_->failed() ? worker_->failure() : Status::Ok();
+}
+
 Status Store::close() {
-  if (!journaled() || !checkpointer_) return Status::Ok();
-  Status s;
-  if (checkpointer_->running()) s = checkpoint_finished();
+  if (!journaled() || !worker_) return Status::Ok();
+  worker_->drain();  // every blob file and index record made, or failed
+  take_worker_failure();
+  if (worker_->checkpoint_running()) checkpoint_finished();
   if (!refused_.empty()) {
     Status r;
     r.error = refused_;
     return r;
   }
+  unmade_.clear();
   if (!journal_.holds_records()) return Status::Ok();
   std::vector<std::string> blobs, dirs;
   for (int side = 0; side < 2; side++) {
     blobs.insert(blobs.end(), side_blobs_[side].begin(), side_blobs_[side].end());
     dirs.insert(dirs.end(), side_dirs_[side].begin(), side_dirs_[side].end());
   }
-  s = make_durable(blobs, dirs);
+  Status s = make_durable(blobs, dirs);
   if (s.ok()) s = journal_.reset();
   if (!s.ok()) s.error = "cannot make the journal's entries durable at the stop (" + s.error +
                          "); the next start writes them all again";
@@ -574,11 +638,78 @@ Status Store::recover_tail(bool unsynced_run, uint64_t durable_head, std::vector
 Status Store::commit(const std::vector<std::string_view>& hashes,
                      const std::vector<std::string_view>& bytes) {
   if (hashes.empty()) return Status::Ok();
+  take_worker_failure();
   if (!refused_.empty()) {
     Status s;
     s.error = refused_;
     return s;
   }
+  if (!journaled()) return write_entries(hashes, bytes);
+  // SYNC=always: the batch is durable, and confirmed, once the journal holds it. Every entry's
+  // bytes go into the journal, those of blobs already stored too: a blob may be in the page
+  // cache only (from a SYNC=none run, or an earlier batch not checkpointed yet), and recovery
+  // must be able to write it again.
+  const uint64_t first = head_ + 1;
+  const uint64_t start = journal_.end();
+  std::vector<Journal::Entry> entries;
+  entries.reserve(hashes.size());
+  for (size_t i = 0; i < hashes.size(); i++) entries.push_back({first + i, hashes[i], bytes[i]});
+  Status s = journal_.append(entries, true);
+  if (!s.ok()) return s;
+  // The blob files and index records are the store thread's to make, from the journal.
+  UnmadeRun run{first, {}, journal_.end()};
+  run.offsets.reserve(bytes.size());
+  uint64_t at = start;
+  for (std::string_view b : bytes) {
+    run.offsets.push_back(at);
+    at += Journal::record_size(b.size());
+  }
+  const uint64_t made = index_.head();
+  while (!unmade_.empty() && unmade_.front().first + unmade_.front().offsets.size() - 1 <= made)
+    unmade_.pop_front();
+  unmade_.push_back(std::move(run));
+  worker_->make(journal_.active_side(), first, start, journal_.end());
+  head_ += hashes.size();
+  // Half the side used: the other side takes appends while a checkpoint empties this one.
+  if (journal_.used() >= journal_.side_capacity() / 2) checkpoint_if_possible();
+  return Status::Ok();
+}
+
+Status Store::make_entries(int side, uint64_t first, uint64_t start, uint64_t end, std::string* buffer) {
+  if (first != index_.head() + 1)
+    return Status::Corruption("the store thread was given entry " + std::to_string(first) +
+                              " after entry " + std::to_string(index_.head()) + " of " + index_.path());
+  std::string records;
+  std::vector<std::string> created, dirty_dirs;
+  std::unordered_set<std::string> in_batch;
+  uint64_t expected = first;
+  Status s = journal_.read_appended(start, end, buffer, [&](const Journal::Entry& e) -> Status {
+    if (e.index != expected++)
+      return Status::Corruption("journal " + journal_.path() + ": entry " + std::to_string(e.index) +
+                                " where entry " + std::to_string(expected - 1) + " was appended");
+    records.append(e.hash_hex).push_back('\n');
+    // The blobs to write: not stored whole (absent, or damaged by a power cut) and first here.
+    if (!in_batch.insert(std::string(e.hash_hex)).second) return Status::Ok();
+    bool whole = false;
+    Status w = blobs_.holds(e.hash_hex, e.bytes, &whole);
+    if (!w.ok() || whole) return w;
+    w = blobs_.write_temp(e.hash_hex, e.bytes, false);
+    if (w.ok()) w = blobs_.rename_into_place(e.hash_hex, &dirty_dirs);
+    if (w.ok()) created.emplace_back(e.hash_hex);
+    return w;
+  });
+  if (s.ok()) s = index_.append(records);  // cuts itself back on failure
+  std::vector<std::string_view> created_views(created.begin(), created.end());
+  blobs_.end_batch(s.ok(), created_views);
+  if (!s.ok()) return s;
+  if (!blobs_.can_sync_filesystem())
+    side_blobs_[side].insert(side_blobs_[side].end(), created.begin(), created.end());
+  side_dirs_[side].insert(dirty_dirs.begin(), dirty_dirs.end());
+  return s;
+}
+
+Status Store::write_entries(const std::vector<std::string_view>& hashes,
+                            const std::vector<std::string_view>& bytes) {
   // The blobs to write: not stored whole (absent, or damaged by a power cut) and first in batch.
   std::vector<size_t> fresh;
   std::unordered_set<std::string_view> in_batch;
@@ -594,20 +725,6 @@ Status Store::commit(const std::vector<std::string_view>& hashes,
     records.append(hashes[i]).push_back('\n');
   }
   if (!s.ok()) return s;
-  // SYNC=always: the batch is durable once the journal holds it. Every entry's bytes go into
-  // the journal, those of blobs already stored too: a blob may be in the page cache only (from
-  // a SYNC=none run, or an earlier batch not checkpointed yet), and recovery must be able to
-  // write it again.
-  const uint64_t journal_end = journal_.end();
-  if (journaled()) {
-    std::vector<Journal::Entry> entries;
-    entries.reserve(hashes.size());
-    const uint64_t first = index_.head() + 1;
-    for (size_t i = 0; i < hashes.size(); i++) entries.push_back({first + i, hashes[i], bytes[i]});
-    s = journal_.append(entries, true);
-    if (!s.ok()) return s;
-  }
-  // Then the blobs and the index records, without syncs: a checkpoint makes them durable.
   std::vector<std::string> dirty_dirs;
   std::vector<std::string_view> created;
   for (size_t i = 0; i < fresh.size() && s.ok(); i++) {
@@ -617,31 +734,17 @@ Status Store::commit(const std::vector<std::string_view>& hashes,
   }
   if (s.ok()) s = index_.append(records);  // cuts itself back on failure
   blobs_.end_batch(s.ok(), created);
-  if (!s.ok()) {
-    // The journal holds a batch that is refused: take it back, so that it never replays.
-    if (journaled()) {
-      Status t = journal_.take_back(journal_end);
-      if (!t.ok() && refused_.empty())
-        refused_ = "writes are refused until the server restarts: " + t.error;
-    }
-    return s;
-  }
-  if (journaled()) {
-    const int side = journal_.active_side();
-    if (!blobs_.can_sync_filesystem())
-      for (std::string_view hex : created) side_blobs_[side].emplace_back(hex);
-    side_dirs_[side].insert(dirty_dirs.begin(), dirty_dirs.end());
-    // Half the side used: the other side takes appends while a checkpoint empties this one.
-    if (journal_.used() >= journal_.side_capacity() / 2) checkpoint_if_possible();
-  }
+  if (s.ok()) head_ = index_.head();
   return s;
 }
 
 Status Store::read(uint64_t index, std::string* bytes) const {
-  assert(index >= 1 && index <= index_.head());
+  assert(index >= 1 && index <= head_);
+  const uint64_t made = index_.head();
+  if (index > made) return read_unmade(index, bytes);
   const size_t have = records_.size() / kRecordSize;
   if (index < records_first_ || index >= records_first_ + have) {
-    const size_t run = static_cast<size_t>(std::min<uint64_t>(kReadRun, index_.head() - index + 1));
+    const size_t run = static_cast<size_t>(std::min<uint64_t>(kReadRun, made - index + 1));
     Status s = index_.read(index, run, &records_);
     records_first_ = index;
     if (!s.ok()) {
@@ -650,6 +753,27 @@ Status Store::read(uint64_t index, std::string* bytes) const {
     }
   }
   return read_blob(std::string_view(records_.data() + (index - records_first_) * kRecordSize, kRecordSize), bytes);
+}
+
+Status Store::read_unmade(uint64_t index, std::string* bytes) const {
+  // The runs are in order and contiguous, and end at head(): find the one that holds `index`.
+  // Records stay where they are until their side is retired, which follows their making.
+  auto run = std::upper_bound(unmade_.begin(), unmade_.end(), index,
+                              [](uint64_t i, const UnmadeRun& r) { return i < r.first; });
+  if (run == unmade_.begin()) return Status::Corruption("entry " + std::to_string(index) + " is not in the journal");
+  --run;
+  const size_t k = static_cast<size_t>(index - run->first);
+  if (k >= run->offsets.size()) return Status::Corruption("entry " + std::to_string(index) + " is not in the journal");
+  const uint64_t end = k + 1 < run->offsets.size() ? run->offsets[k + 1] : run->end;
+  Status s = journal_.read_appended(run->offsets[k], end, &journal_buffer_, [&](const Journal::Entry& e) {
+    if (e.index != index)
+      return Status::Corruption("journal " + journal_.path() + ": entry " + std::to_string(e.index) +
+                                " where entry " + std::to_string(index) + " was appended");
+    bytes->assign(e.bytes.data(), e.bytes.size());
+    return Status::Ok();
+  });
+  if (journal_buffer_.capacity() > (1u << 20)) std::string().swap(journal_buffer_);
+  return s;
 }
 
 Status Store::read_blob(std::string_view record, std::string* bytes) const {

@@ -10,6 +10,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <set>
@@ -72,11 +73,13 @@ constexpr const char* kUnsyncedMarker = "UNSYNCED";
 
 // The whole store. commit() is the one way entries are added.
 //
-// With SYNC=always, a commit appends the batch to the journal and syncs it (one fdatasync),
-// then writes the blobs and the index records without syncing; a checkpoint, in a thread of
-// its own, later makes them durable in bulk (syncfs, or per-file syncs where syncfs does not
-// report write-back errors) and retires the journal side that held them. See
-// doc/durability.md.
+// With SYNC=always, a commit appends the batch to the journal and syncs it (one fdatasync): the
+// entries are then confirmed and readable. Their blob files and index records are made after,
+// by the store thread, from the journal's records, in the order of the commits; a checkpoint,
+// handed to the same thread after them, makes them durable in bulk (syncfs, or per-file syncs
+// where syncfs does not report write-back errors) and retires the journal side that held them.
+// Until its blob file and index record exist, read() reads an entry from its journal record.
+// See doc/durability.md.
 class Store {
  public:
   Store();
@@ -105,7 +108,12 @@ class Store {
   // written again), cuts a bad tail, makes everything durable, and empties the journal. Then,
   // under SYNC=none, writes the UNSYNCED marker (durably).
   Status open(const Options& options, std::vector<std::string>* warnings);
-  uint64_t head() const { return index_.head(); }
+  // The last entry committed (confirmed): readable, though under SYNC=always its blob file and
+  // index record may not exist yet.
+  uint64_t head() const { return head_; }
+  // The last entry whose blob file and index record exist (head() but while the store thread
+  // is behind, under SYNC=always).
+  uint64_t made_head() const { return index_.head(); }
   // The journal's size in bytes (0 under SYNC=none, which writes none).
   uint64_t journal_bytes() const { return journaled() ? journal_.size() : 0; }
   // How many of the entries of `bytes`, from the first, commit() can take now: all of them,
@@ -113,10 +121,11 @@ class Store {
   // may start a checkpoint (which gives the journal room once it finishes).
   size_t room_for(const std::vector<std::string_view>& bytes);
   // Makes entries head()+1 .. head()+hashes.size() part of the log. SYNC=always: the journal
-  // append and its sync, then each new blob written to a temp file and renamed, and all index
-  // records appended in one write, without syncs. SYNC=none: the same without the journal.
-  // On failure no entry of the call is in the log and head() is unchanged. hashes[i] is the
-  // hex name of bytes[i]; at most kMaxBatchEntries entries, and room_for() all of them.
+  // append and its sync; the store thread makes each new blob (a temp file, renamed) and
+  // appends the index records after. SYNC=none: each new blob and the index records here, and
+  // no journal. On failure no entry of the call is in the log and head() is unchanged.
+  // hashes[i] is the hex name of bytes[i]; at most kMaxBatchEntries entries, and room_for()
+  // all of them.
   Status commit(const std::vector<std::string_view>& hashes,
                 const std::vector<std::string_view>& bytes);
   // Checkpoints, under SYNC=always. A descriptor that becomes readable when the checkpoint that
@@ -141,10 +150,14 @@ class Store {
   uint64_t journal_capacity_bytes() const { return journaled() ? 2 * journal_.side_capacity() : 0; }
   uint64_t last_sync_ns() const { return journaled() ? journal_.last_sync_ns() : 0; }
   uint64_t last_checkpoint_ns() const { return last_checkpoint_ns_; }
-  // The clean stop: waits for a running checkpoint, then makes everything durable and empties
-  // the journal, so that the next start replays nothing. An error says what is left to replay.
+  // The clean stop: waits for the store thread to make every blob file and index record and
+  // for a running checkpoint, then makes everything durable and empties the journal, so that
+  // the next start replays nothing. An error says what is left to replay.
   Status close();
-  // Reads the hex hashes of entries first..first+count-1.
+  // Waits until the store thread has made the blob file and index record of every entry
+  // committed so far (at once under SYNC=none); fails if it could not (writes are then refused).
+  Status settle();
+  // Reads the hex hashes of entries first..first+count-1, within made_head().
   Status read_hashes(uint64_t first, size_t count, std::string* records) const {
     return index_.read(first, count, records);
   }
@@ -153,8 +166,10 @@ class Store {
   // or with IOError if it could not be read now.
   Status read_blob(std::string_view record, std::string* bytes) const;
   // Reads entry `index` (1 .. head()) into *bytes: its index record, then its blob, as
-  // read_blob() does. Records are read in runs of up to kReadRun and kept, so that a reader
-  // going forward costs one read of the index per run. Not safe from two threads at once.
+  // read_blob() does; or, while its blob file and index record are not made yet, its journal
+  // record (Corruption if that is damaged). Records are read in runs of up to kReadRun and
+  // kept, so that a reader going forward costs one read of the index per run. Only from the
+  // thread that commits.
   Status read(uint64_t index, std::string* bytes) const;
   // Reads the whole index and every blob it names, verifying each blob against its name, and
   // the journal's records. Calls `progress` (when given) before each entry and once at the end,
@@ -163,13 +178,22 @@ class Store {
              const std::function<void(uint64_t checked, uint64_t head)>& progress = nullptr) const;
 
  private:
-  struct Checkpointer;  // the checkpoint thread (index.cpp)
+  struct Worker;  // the store thread (store.cpp)
   Status recover_tail(bool unsynced_run, uint64_t durable_head, std::vector<std::string>* warnings);
   Status replay_journal(std::vector<std::string>* warnings, bool* replayed);
   Status sync_both_file_systems() const;
   // What a checkpoint does, in either thread: makes durable what the journal side's entries
   // wrote (`files` and `dirs` are used where syncfs does not report write-back errors).
   Status make_durable(const std::vector<std::string>& files, const std::vector<std::string>& dirs) const;
+  // The store thread's work for one commit: the blob files and index records of the entries
+  // first.. whose records the journal holds at [start, end) of side `side`.
+  Status make_entries(int side, uint64_t first, uint64_t start, uint64_t end, std::string* buffer);
+  // SYNC=none's commit: the blob files and the index records, here.
+  Status write_entries(const std::vector<std::string_view>& hashes,
+                       const std::vector<std::string_view>& bytes);
+  Status read_unmade(uint64_t index, std::string* bytes) const;
+  // Writes are refused from now on if the store thread failed (it says why).
+  void take_worker_failure();
   void start_checkpoint();
   std::string unsynced_marker_path() const;
   Status read_unsynced_marker(bool* present, uint64_t* durable_head) const;
@@ -183,11 +207,23 @@ class Store {
   BlobStore blobs_;
   IndexFile index_;
   Journal journal_;
-  std::unique_ptr<Checkpointer> checkpointer_;
+  std::unique_ptr<Worker> worker_;
+  uint64_t head_ = 0;  // see head()
   // Where syncfs does not report write-back errors: the blobs each journal side's entries
   // created, and the directories that gained names, for the checkpoint to sync one by one.
+  // The store thread's (SYNC=always), or the committing thread's (SYNC=none).
   std::vector<std::string> side_blobs_[2];
   std::set<std::string> side_dirs_[2];
+  // Committed entries whose blob files and index records are not made yet, one run per commit,
+  // oldest first: where each one's journal record starts (and the run's end), for read().
+  // Runs the store thread has made are dropped as read() and commit() pass.
+  struct UnmadeRun {
+    uint64_t first;
+    std::vector<uint64_t> offsets;
+    uint64_t end;
+  };
+  mutable std::deque<UnmadeRun> unmade_;
+  mutable std::string journal_buffer_;
   bool separate_file_systems_ = false;  // BLOBS and LEVELDB: one syncfs each, or one for both
   std::string refused_;
   uint64_t checkpoint_started_ns_ = 0;  // metrics: see last_checkpoint_ns()

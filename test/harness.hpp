@@ -789,6 +789,28 @@ class ServerBinaryOverride {
   bool had_ = false;
 };
 
+// The store makes a confirmed entry's blob file and index record a moment after the
+// confirmation (its store thread): a test that looks at them waits, bounded. The contents of
+// `path` once they equal `expected`, else what it held when time ran out.
+inline std::string wait_for_contents(const std::string& path, const std::string& expected,
+                                     milliseconds timeout = kWait) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    std::string now = detail::read_whole_file(path);
+    if (now == expected || Clock::now() >= deadline) return now;
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+}
+// Whether `path` exists within `timeout`.
+inline bool wait_for_path(const std::string& path, milliseconds timeout = kWait) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (::access(path.c_str(), F_OK) == 0) return true;
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+}
+
 // A server started on a fresh temporary directory.
 struct Fresh {
   TempDir dir;

@@ -1016,10 +1016,11 @@ TEST_CASE("an entry is stored as a blob named by the SHA-256 of its canonical by
   const std::string hash = "cdab067e9f3beb32d1252cfd63e492592fecbf591b0d08cadb24bb17f3864246";
   CHECK(sha256_hex(canonical) == hash);
   const std::string blobs = s.server.blobs_dir();
+  // The index record is made after the blob file, both a moment after the confirmation.
+  const std::string index_file = s.server.leveldb_dir() + "/index";
+  CHECK(wait_for_contents(index_file, hash + "\n") == hash + "\n");
   CHECK(fs::is_regular_file(blobs + "/cd/ab067e9f3beb32d1252cfd63e492592fecbf591b0d08cadb24bb17f3864246"));
   CHECK(read_file(blob_path(blobs, hash)) == canonical);
-  const std::string index_file = s.server.leveldb_dir() + "/index";
-  CHECK(read_file(index_file) == hash + "\n");
 
   // The same entry again: a second index record, no second blob.
   write_ok(c, "b", R"({ "a" : "x", "b" : 1 })", 2);
@@ -1027,8 +1028,9 @@ TEST_CASE("an entry is stored as a blob named by the SHA-256 of its canonical by
   const std::string array = "[1,\"\xc3\xa9\",{\"k\":null}]";
   write_ok(c, "c", "[ 1, \"\\u00e9\", {\"k\":null} ]", 3);
   const std::string array_hash = sha256_hex(array);
+  const std::string records = hash + "\n" + hash + "\n" + array_hash + "\n";
+  CHECK(wait_for_contents(index_file, records) == records);
   CHECK(read_file(blob_path(blobs, array_hash)) == array);
-  CHECK(read_file(index_file) == hash + "\n" + hash + "\n" + array_hash + "\n");
   CHECK(count_blobs(blobs) == 2);
   CHECK(fs::file_size(index_file) == 3 * 65);
 }
@@ -1090,7 +1092,7 @@ TEST_CASE("entries are canonicalised: UTF-16 key order, last duplicate wins, JSO
   CHECK(c.read_line() == entry_line(1, expected));
   CHECK(c.read_line() == entry_line(2, R"([{"a":2,"b":1},"x",-1e-7])"));
   CHECK(c.read_line() == kCurrent);
-  CHECK(read_file(blob_path(s.server.blobs_dir(), sha256_hex(expected))) == expected);
+  CHECK(wait_for_contents(blob_path(s.server.blobs_dir(), sha256_hex(expected)), expected) == expected);
   for (const auto& [entry, canonical] : varied_entries()) {
     CAPTURE(entry);
     Client one = s.connect();
@@ -1283,8 +1285,9 @@ TEST_CASE("flags win over environment variables") {
   Client c(server.port());
   write_ok(c, "w", R"({"b":1,"a":"x"})", 1);
   const std::string hash = sha256_hex(R"({"a":"x","b":1})");
+  CHECK(wait_for_path(blob_path(dir / "flag-blobs", hash)));
   CHECK(fs::is_regular_file(blob_path(dir / "flag-blobs", hash)));
-  CHECK(fs::file_size(dir / "flag-index/index") == 65);
+  CHECK(wait_for_contents(dir / "flag-index/index", hash + "\n") == hash + "\n");
   CHECK_FALSE(fs::exists(blob_path(dir / "env-blobs", hash)));
   CHECK_FALSE(fs::exists(dir / "env-index/index"));
 }
@@ -1296,7 +1299,7 @@ TEST_CASE("LEVELDOWN is accepted as an alias of LEVELDB") {
   server.start();
   Client c(server.port());
   write_ok(c, "w", numbered(1), 1);
-  CHECK(read_file(dir / "leveldown/index") == sha256_hex(numbered(1)) + "\n");
+  CHECK(wait_for_contents(dir / "leveldown/index", sha256_hex(numbered(1)) + "\n") == sha256_hex(numbered(1)) + "\n");
 }
 
 TEST_CASE("a failure to start is one fatal log line and a non-zero status other than 64") {
