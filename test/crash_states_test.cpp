@@ -42,7 +42,7 @@ TEST_CASE("crash states: a SYNC=none server killed, then restarted with SYNC=non
   Recorder r("SYNC=none killed and restarted", "SYNC=none");
   explore_and_expect_none(none_killed_and_restarted(r));
 }
-TEST_CASE("crash states: failed journal append, journal sync, blob write and index append, each retried, SYNC=always") {
+TEST_CASE("crash states: failed journal append and journal sync, each retried, SYNC=always") {
   Recorder r("faults then retry", "SYNC=always");
   explore_and_expect_none(enospc_then_retry(r, "always"));
 }
@@ -53,6 +53,10 @@ TEST_CASE("crash states: failed blob write and index append, each retried, SYNC=
 TEST_CASE("crash states: a checkpoint whose syncfs fails, writes refused, exit 1, the journal replayed by the next start, SYNC=always") {
   Recorder r("failed checkpoint, restart", "SYNC=always");
   explore_and_expect_none(failed_checkpoint(r));
+}
+TEST_CASE("crash states: the store thread cannot make a confirmed entry's blob, writes refused, exit 1, the journal replayed by the next start, SYNC=always") {
+  Recorder r("failed making, restart", "SYNC=always");
+  explore_and_expect_none(failed_making(r));
 }
 TEST_CASE("crash states: a restart on a torn tail, then more writes, SYNC=always") {
   Recorder r("torn tail, restart, more writes", "SYNC=always");
@@ -95,7 +99,7 @@ TEST_CASE("sync removal: idle checkpoints") {
   Recorder r("idle checkpoints", "SYNC=always");
   prove_syncs_needed(idle_checkpoints(r));
 }
-TEST_CASE("sync removal: failed batches taken back from the journal") {
+TEST_CASE("sync removal: failed journal appends and syncs, retried") {
   Recorder r("faults then retry", "SYNC=always");
   prove_syncs_needed(enospc_then_retry(r, "always"));
 }

@@ -796,7 +796,7 @@ inline std::string wait_for_contents(const std::string& path, const std::string&
                                      milliseconds timeout = kWait) {
   const auto deadline = Clock::now() + timeout;
   for (;;) {
-    std::string now = detail::read_whole_file(path);
+    std::string now = read_file(path);
     if (now == expected || Clock::now() >= deadline) return now;
     std::this_thread::sleep_for(milliseconds(2));
   }
