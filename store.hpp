@@ -141,8 +141,12 @@ class Store {
   // Starts one if it can (after a pause in writes).
   void checkpoint_if_possible();
   bool journal_holds_entries() const;
-  // Not empty once writes are refused; says why.
-  const std::string& writes_refused() const { return refused_; }
+  // Not empty once writes are refused; says why (also once the store thread has failed, before
+  // any write was refused for it: /health and the metrics say so at once).
+  const std::string& writes_refused() {
+    take_worker_failure();
+    return refused_;
+  }
   // Metrics: the journal's records not yet retired, and what its two sides hold at most (both
   // 0 under SYNC=none); how long the last commit's journal sync took (0: none), and the last
   // checkpoint collected by checkpoint_finished(), from its start.
