@@ -369,20 +369,6 @@ Status Journal::read_appended(uint64_t start, uint64_t end, std::string* buffer,
   return Status::Ok();
 }
 
-Status Journal::take_back(uint64_t end_before) {
-  const uint64_t end_after = offset_[active_];
-  if (end_before >= end_after) return Status::Ok();
-  std::string zeros(static_cast<size_t>(end_after - end_before), '\0');
-  int err = pwrite_all(fd_, zeros.data(), zeros.size(), end_before);
-  if (err == 0 && ::fdatasync(fd_) != 0) err = errno;
-  if (err != 0) {
-    failed_ = true;
-    return Status::Errno("cannot take back a failed batch from journal", path_, err);
-  }
-  offset_[active_] = end_before;
-  return Status::Ok();
-}
-
 int Journal::switch_sides() {
   const int old = active_;
   active_ = 1 - active_;

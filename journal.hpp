@@ -86,10 +86,7 @@ class Journal {
   // never retried and then trusted: the next batch writes those pages again). If even the
   // zeros cannot be written the journal is failed() and takes no more appends.
   Status append(const std::vector<Entry>& entries, bool sync);
-  // Takes back the last append (its batch failed after it): its records are overwritten with
-  // zeros and synced, and the side's end moves back to `end_before`. On failure, failed().
-  Status take_back(uint64_t end_before);
-  // Where the active side's records end (for take_back, and where the next append's go).
+  // Where the active side's records end: where the next append's go.
   uint64_t end() const { return offset_[active_]; }
   // Reads the records an append wrote at [start, end) of the file, which no retire() has
   // covered since, and calls `fn` for each in order (its Entry's views live until `fn`

@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -372,6 +373,9 @@ struct Store::Worker {
     work_cv_.notify_one();
   }
   void loop() {
+    // Named so that an operator's `top -H` and the fault tests (which attach strace to this
+    // thread alone) can tell it from the loop's.
+    ::pthread_setname_np(::pthread_self(), "store");
     std::string buffer;
     for (;;) {
       std::unique_lock<std::mutex> lock(mu_);

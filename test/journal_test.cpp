@@ -174,27 +174,6 @@ TEST_CASE("journal: both sides replay, the older generation first; a retired sid
   CHECK(replay(last) == second + third);
 }
 
-TEST_CASE("journal: take_back erases a failed batch's records; later appends take their place") {
-  TempDir dir;
-  Journal j;
-  open_fresh(j, dir.path());
-  std::vector<Replayed> a = append(j, 1, 1);
-  const uint64_t before = j.end();
-  append(j, 2, 3);
-  REQUIRE(j.take_back(before).ok());
-  CHECK(j.end() == before);
-  {
-    Journal crashed;
-    REQUIRE(crashed.open(dir.path(), kBytes, Journal::Mode::Create).ok());
-    CHECK(replay(crashed) == a);
-  }
-  // A shorter batch where the erased one was: the erased records must not show after it.
-  std::vector<Replayed> b = append(j, 2, 1);
-  Journal again;
-  REQUIRE(again.open(dir.path(), kBytes, Journal::Mode::Create).ok());
-  CHECK(replay(again) == a + b);
-}
-
 TEST_CASE("journal: a batch that does not fit is refused whole, and the side keeps what it had") {
   TempDir dir;
   Journal j;

@@ -204,12 +204,18 @@ inline std::vector<Call> parse(const std::string& text) {
     calls.push_back(std::move(c));
   };
   for (std::string line; std::getline(in, line); line_no++) {
-    size_t sp = line.find(' ');
-    if (sp == std::string::npos) continue;
-    long tid = std::atol(line.c_str());
-    size_t body_at = line.find_first_not_of(' ', sp);
-    if (body_at == std::string::npos) continue;
-    std::string body = line.substr(body_at);
+    // "TID call(...)" when several threads are traced; "call(...)" when strace follows one
+    // (attached to a single thread with -p, without -f): tid 0.
+    long tid = 0;
+    std::string body = line;
+    if (!line.empty() && std::isdigit(static_cast<unsigned char>(line[0]))) {
+      size_t sp = line.find(' ');
+      if (sp == std::string::npos) continue;
+      tid = std::atol(line.c_str());
+      size_t body_at = line.find_first_not_of(' ', sp);
+      if (body_at == std::string::npos) continue;
+      body = line.substr(body_at);
+    }
     if (body.rfind("+++", 0) == 0 || body.rfind("---", 0) == 0) continue;
     static const std::string kUnfinished = " <unfinished ...>";
     if (body.size() >= kUnfinished.size() &&
