@@ -91,7 +91,8 @@ static/%.o: %.cpp $(wildcard *.hpp)
 static/$(LIB): $(STATIC_OBJS)
 	rm -f $@ && $(AR) rcs $@ $^
 
-static/tcp-log-server: static/tcp-log-server.o static/$(LIB)
+# terminate_handler.cpp replaces libstdc++'s verbose terminate handler, whose demangler is 49 KB.
+static/tcp-log-server: static/tcp-log-server.o static/terminate_handler.o static/$(LIB)
 	$(CXX) $(STATIC_CXXFLAGS) -static -s -Wl,--gc-sections -Wl,--fatal-warnings -o $@ $^
 
 static: static/tcp-log-server

@@ -18,6 +18,9 @@
 #                   filesystem is the one measured
 #   BENCH_OUT       directory of the results file, results.txt (default: build/bench)
 #   REDIS_BATCH     entries per XRANGE request in the reads section's Redis read (default 1000)
+#   SUSTAINED_SECONDS  the confirm section's sustained cell and create loop (default 60)
+#   TRAP_FILES      files the confirm section creates and removes before its second round
+#                   (default 200000)
 #
 # The results file, which test/bench_charts.sh draws: a header of "# key: value" lines (the
 # commit, the date, the machine, the settings, the load average before and after), then one line
@@ -44,6 +47,14 @@
 #             always and everysec), interleaved cell by cell: connections x writes in flight
 #             1x1, 1x64, 16x16, with 100-byte and 1 KiB entries, SYNC=always and SYNC=none; then
 #             1x1 and 16x16 while another process writes 2 GB to the same file system
+#   confirm   durable writes as on a machine that does other things: SYNC=always beside Redis
+#             appendfsync always (and BASELINE), with no file-system sync between cells, first
+#             on a quiet file system, then at once after a large delete (TRAP_FILES files
+#             created and removed: the ext4 trap); 1x1 for BENCH_SECONDS, 1x64 and 16x16 for
+#             a 2 s burst the default journal holds; 100-byte and 1 KiB entries. Then 16x16 of
+#             100-byte entries sustained for SUSTAINED_SECONDS, and a plain create-write loop
+#             (write_bench --mode create) on the same file system for as long: the blob files'
+#             own limit.
 set -euo pipefail
 
 BENCH_OUT=${BENCH_OUT:-build/bench}
@@ -59,6 +70,8 @@ SERVER=${SERVER:-./tcp-log-server}
 BASELINE=${BASELINE:-}
 BASELINE_LABEL=${BASELINE_LABEL:-baseline}
 REDIS_BATCH=${REDIS_BATCH:-1000}
+SUSTAINED_SECONDS=${SUSTAINED_SECONDS:-60}
+TRAP_FILES=${TRAP_FILES:-200000}
 CXX=${CXX:-g++}
 
 WORK=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/tcp-log-bench.XXXXXX")
@@ -422,6 +435,60 @@ if section durable; then
   SERVER_PID=
 fi
 
+# ---------------------------------------------------------------------------------------------
+CONFIRM=()
+confirm_cell() {  # confirm_cell LABEL PORT CONNS WINDOW SIZE SECONDS WARMUP [--redis]: no fs sync first
+  local label=$1 port=$2 conns=$3 window=$4 size=$5 secs=$6 warmup=$7 line status=0
+  shift 7
+  line=$(timeout 300 "$BENCH" --port "$port" --mode write --label "$label" --conns "$conns" \
+         --window "$window" --size "$size" --writes 100000000 --seconds "$secs" --warmup "$warmup" "$@") || status=$?
+  [ "$status" -eq 0 ] || echo "bench: run failed: $label" >&2
+  echo "$line" >&2
+  CONFIRM+=("$line")
+  record "$line" "$status"
+}
+if section confirm; then
+  SECTION=confirm
+  command -v redis-server >/dev/null || { echo "bench: redis-server is missing (make bench installs it)" >&2; exit 1; }
+  start_server always "$WORK/confirm-always"
+  C_ALWAYS_PORT=$PORT C_PIDS=("$SERVER_PID")
+  start_redis always "$WORK/confirm-redis"
+  C_REDIS_PORT=$REDIS_PORT
+  if [ -n "$BASELINE" ]; then
+    start_server always "$WORK/confirm-base" "$BASELINE"
+    C_BASE_PORT=$PORT C_PIDS+=("$SERVER_PID")
+  fi
+  for fs_state in quiet after-delete; do
+    if [ "$fs_state" = after-delete ]; then
+      # The ext4 trap: file creation stays slow for a while after many files are removed.
+      mkdir -p "$WORK/trap"
+      (cd "$WORK/trap" && seq -f "%08g" 1 "$TRAP_FILES" | xargs touch)
+      rm -rf "$WORK/trap"
+    fi
+    for size in 100 1024; do
+      for shape in 1x1 1x64 16x16; do
+        c=${shape%x*} w=${shape#*x} secs=2 warmup=0
+        [ "$shape" = 1x1 ] && secs=$SECONDS_PER_CELL warmup=$WARMUP
+        confirm_cell "redis-always/$shape/$size/$fs_state" "$C_REDIS_PORT" "$c" "$w" "$size" "$secs" "$warmup" --redis
+        confirm_cell "ours-always/$shape/$size/$fs_state" "$C_ALWAYS_PORT" "$c" "$w" "$size" "$secs" "$warmup"
+        [ -z "$BASELINE" ] ||
+          confirm_cell "base-always/$shape/$size/$fs_state" "$C_BASE_PORT" "$c" "$w" "$size" "$secs" "$warmup"
+      done
+    done
+  done
+  # Sustained: past what the journal holds, writes go at the pace the store thread makes blobs.
+  confirm_cell "ours-always/16x16/100/sustained" "$C_ALWAYS_PORT" 16 16 100 "$SUSTAINED_SECONDS" 5
+  line=$("$BENCH" --mode create --label "create-loop/100/sustained" --dir "$WORK/create-loop" \
+         --seconds "$SUSTAINED_SECONDS" --size 100) || { echo "bench: create loop failed" >&2; exit 1; }
+  echo "$line" >&2
+  CONFIRM+=("$line")
+  record "$line"
+  rm -rf "$WORK/create-loop"
+  kill -TERM "${C_PIDS[@]}"
+  wait "${C_PIDS[@]}" || true
+  SERVER_PID=
+fi
+
 echo "# load_after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS_FILE"
 echo "bench: results in $RESULTS_FILE" >&2
 
@@ -449,6 +516,35 @@ if section durable; then
         "$(ratio "ours-none/$shape/$size" "base-none/$shape/$size")"
     done
   done
+  echo
+fi
+if section confirm; then
+  printf '%-40s %11s %9s %9s\n' cell writes/s p50_ms p99_ms
+  declare -A CRATE CP99
+  for line in "${CONFIRM[@]}"; do
+    label=$(field "$line" label)
+    if [ "$(field "$line" mode)" = create ]; then
+      CRATE[$label]=$(field "$line" files_per_s)
+      printf '%-40s %11s %9s %9s\n' "$label" "${CRATE[$label]}" - -
+      continue
+    fi
+    CRATE[$label]=$(field "$line" writes_per_s) CP99[$label]=$(field "$line" p99_ms)
+    printf '%-40s %11s %9s %9s\n' "$label" "${CRATE[$label]}" "$(field "$line" p50_ms)" "${CP99[$label]}"
+  done
+  echo
+  cratio() { awk -v a="${CRATE[$1]:-0}" -v b="${CRATE[$2]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
+  printf '%-12s %-6s %-13s %18s %22s %18s\n' shape size fs ours/redis-always p99_ours/p99_redis ours/base-always
+  for fs_state in quiet after-delete; do
+    for size in 100 1024; do
+      for shape in 1x1 1x64 16x16; do
+        k=$shape/$size/$fs_state
+        p99=$(awk -v a="${CP99[ours-always/$k]:-0}" -v b="${CP99[redis-always/$k]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }')
+        printf '%-12s %-6s %-13s %18s %22s %18s\n' "$shape" "$size" "$fs_state" "$(cratio "ours-always/$k" "redis-always/$k")" \
+          "$p99" "$(cratio "ours-always/$k" "base-always/$k")"
+      done
+    done
+  done
+  echo "sustained 16x16, 100 B, ${SUSTAINED_SECONDS} s: ours/create-loop $(cratio ours-always/16x16/100/sustained create-loop/100/sustained)"
   echo
 fi
 if section writes || section fairness; then

@@ -58,6 +58,10 @@ TEST_CASE("crash states: the store thread cannot make a confirmed entry's blob, 
   Recorder r("failed making, restart", "SYNC=always");
   explore_and_expect_none(failed_making(r));
 }
+TEST_CASE("crash states: confirmations ahead of their blob files and index records (the store thread slowed), killed, the rest made by the next start, SYNC=always") {
+  Recorder r("confirmations ahead of their files", "SYNC=always");
+  explore_and_expect_none(confirmed_before_made(r));
+}
 TEST_CASE("crash states: a restart on a torn tail, then more writes, SYNC=always") {
   Recorder r("torn tail, restart, more writes", "SYNC=always");
   explore_and_expect_none(torn_tail_restart(r, "always"));

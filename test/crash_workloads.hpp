@@ -597,6 +597,36 @@ inline Recorder& failed_making(Recorder& r) {
   return r;
 }
 
+// Confirmations ahead of their files: every rename is delayed 30 ms (strace delay_enter), so the
+// store thread falls behind the writer, whose writes are confirmed at their journal sync: when
+// a confirmation goes out most of the entries before it have no blob file yet, one has its temp
+// file, and the last made has its blob but no index record. The power cuts of this trace fall
+// between a confirmation and its blob, and between a blob and its index record, for many
+// entries at once. A reader follows them all (from memory and the journal); the server is
+// killed (SIGKILL) while the store thread is still behind, and the next start makes the rest
+// and takes one more write.
+inline Recorder& confirmed_before_made(Recorder& r) {
+  constexpr uint64_t kWrites = 12;
+  r.run("always", [&](int port) {
+    Client reader(port);
+    reader.send_line("{\"from\":1}");
+    REQUIRE(reader.read_line() == "{\"current\":true}");
+    Client c(port);
+    for (uint64_t k = 0; k < kWrites; k++)
+      REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("cm-" + std::to_string(k), 800 + static_cast<int>(k), 60 + 10 * k))})[0]));
+    // Every write confirmed, and the store thread far behind: the trace has what this is for.
+    const long long index_bytes = std::max(0LL, file_size(r.leveldb() + "/index"));
+    CHECK_MESSAGE(index_bytes <= static_cast<long long>(kWrites / 2 * kRecordSize), index_bytes << " bytes of index already");
+    follow_to(reader, kWrites);
+  }, SIGKILL, {"inject=rename:delay_enter=30000"});
+  r.run("always", [&](int port) {
+    Client c(port);
+    REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("cm-after", 899, 100))})[0]));
+  });
+  r.finish("always");
+  return r;
+}
+
 // A restart on a store whose index ends with a zeroed record and a torn one (as a power cut
 // leaves it), then more writes. The three entries stored before are promises too.
 inline Recorder& torn_tail_restart(Recorder& r, const std::string& sync) {

@@ -183,15 +183,18 @@ inline std::map<uint64_t, std::string> journal_replays(const std::string& leveld
 // and then the index holds fewer records than were confirmed, never more.
 inline std::function<void(size_t, const Observed&)> files_stay_whole(const std::string& dir, const std::string& sync,
                                                                    bool store_may_fail = false) {
-  return [dir, sync, store_may_fail](size_t b, const Observed& o) {
+  // Once a wait was in vain (the store thread failed), the later batches' are too: not again.
+  auto waited_in_vain = std::make_shared<bool>(false);
+  return [dir, sync, store_may_fail, waited_in_vain](size_t b, const Observed& o) {
     INFO("after batch " << b + 1);
     const std::string index_path = dir + "/leveldb/index";
     std::string index = read_file(index_path);
-    const auto deadline = Clock::now() + milliseconds(store_may_fail ? 300 : 3000);
+    const auto deadline = Clock::now() + milliseconds(*waited_in_vain ? 0 : store_may_fail ? 300 : 3000);
     while (sync == "always" && index.size() < o.confirmed * kRecordSize && Clock::now() < deadline) {
       std::this_thread::sleep_for(milliseconds(2));
       index = read_file(index_path);
     }
+    if (index.size() < o.confirmed * kRecordSize) *waited_in_vain = true;
     if (store_may_fail) {
       CHECK_MESSAGE(index.size() <= o.confirmed * kRecordSize,
                     "index has " << index.size() << " bytes with " << o.confirmed << " writes confirmed");
@@ -385,7 +388,7 @@ class Attached {
       REQUIRE_MESSAGE(Clock::now() < deadline, "strace did not attach to " << tid << ": " << read_file(base + ".err"));
       std::this_thread::sleep_for(milliseconds(1));
     }
-    std::this_thread::sleep_for(milliseconds(100));
+    std::this_thread::sleep_for(milliseconds(30));
   }
   ~Attached() {
     if (pid_ <= 0) return;

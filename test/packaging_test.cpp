@@ -143,6 +143,21 @@ std::set<std::string> traced_syscalls(const std::string& trace) {
 // ---------------------------------------------------------------------------------------------
 // make static
 
+TEST_CASE("the static binary's terminate handler: an uncaught exception is one line with its what() on stderr, then abort") {
+  // static/terminate_handler.o, as `make static` links it, in a static program that throws.
+  REQUIRE_MESSAGE(fs::exists("static/terminate_handler.o"), "build it with make static (make test does)");
+  TempDir dir;
+  const std::string source = dir / "throws.cpp", program = dir / "throws";
+  write_file(source, "#include <stdexcept>\nint main() { throw std::runtime_error(\"the probe's own words\"); }\n");
+  CommandResult build = run_command("g++ -Os -static -o " + program + " " + source + " static/terminate_handler.o");
+  REQUIRE_MESSAGE(build.status == 0, build.output);
+  CommandResult run = run_command(program);
+  CHECK(run.status == 128 + SIGABRT);
+  // (sh adds its "Aborted" line after it.)
+  CHECK_MESSAGE(run.output.rfind("tcp-log-server: terminate called after an uncaught exception: the probe's own words\n", 0) == 0,
+                run.output);
+}
+
 TEST_CASE("make static builds a static, stripped binary of at most 1 MiB that needs no NSS") {
   const std::string path = "static/tcp-log-server";
   REQUIRE_MESSAGE(fs::exists(path), "build it with make static (make test does)");

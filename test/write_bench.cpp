@@ -9,6 +9,10 @@
 //               last id that reply gave), until a reply with fewer than B entries.
 //   catchup mode: C readers, each reading the whole log from F again and again (connect,
 //               {"from":F}, read until {"current":true}, close) until T seconds passed.
+//   create mode: no server: a plain create-write loop on --dir for --seconds, the file system's
+//               own limit for what the store thread does per new blob: each file named by 64
+//               random hex digits under a two-digit directory (made as needed), opened with
+//               O_CREAT|O_EXCL, --size bytes written, closed. No temp file, no rename, no sync.
 //   hold mode:  C connections that stay open until SIGTERM: each writes one entry first with
 //               --write-once, then with --read sends {"from":F} (--from 0: one past the newest
 //               entry the connections wrote) and reads until {"current":true}, or with --stalled
@@ -28,6 +32,7 @@
 //   --from F     BENCH_FROM     read mode start index     (1)
 //   --label L    BENCH_LABEL    free text put in the summary line
 //   --batch B    BENCH_BATCH    read mode with --redis: entries per XRANGE (1000)
+//   --dir D                     create mode: the directory to create files in (made if absent)
 //   --redis      write mode: speak to a Redis server instead, each write an XADD of the same
 //                entry to the stream "log" (the peer people would pick instead; RESP protocol);
 //                read mode: read that stream back with XRANGE
@@ -42,6 +47,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -68,6 +74,7 @@ struct Options {
   std::string host = "127.0.0.1";
   int port = 0;
   std::string mode = "write";
+  std::string dir;  // create mode
   long conns = 1, writes = 1000, window = 1, size = 200, from = 1, batch = 1000;
   double seconds = 0, warmup = 0;
   std::string label;
@@ -131,11 +138,16 @@ Options parse(int argc, char** argv) {
     else if (a == "--from") o.from = to_long("--from", v, 0);
     else if (a == "--label") o.label = v;
     else if (a == "--batch") o.batch = to_long("--batch", v, 1);
+    else if (a == "--dir") o.dir = v;
     else usage(("unknown option " + a).c_str());
+  }
+  if (o.mode == "create") {
+    if (o.dir.empty() || o.seconds <= 0) usage("create mode needs --dir and --seconds");
+    return o;
   }
   if (o.port <= 0 || o.port > 65535) usage("--port is required (1..65535)");
   if (o.mode != "write" && o.mode != "read" && o.mode != "catchup" && o.mode != "hold")
-    usage("--mode must be write, read, catchup or hold");
+    usage("--mode must be write, read, catchup, hold or create");
   if (o.conns > (o.mode == "hold" ? 20000 : 1000)) usage("--conns at most 1000 (20000 in hold mode)");
   if (o.redis && o.mode != "write" && o.mode != "read") usage("--redis is for write and read mode");
   return o;
@@ -825,6 +837,47 @@ int run_hold(const Options& o) {
   return 0;
 }
 
+// create mode (see the top): files/s of a plain create-write loop.
+int run_create(const Options& o) {
+  if (::mkdir(o.dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    std::fprintf(stderr, "write_bench: mkdir %s: %s\n", o.dir.c_str(), std::strerror(errno));
+    return 1;
+  }
+  const std::string bytes(static_cast<size_t>(o.size), 'c');
+  uint64_t state = static_cast<uint64_t>(Clock::now().time_since_epoch().count()) | 1;
+  auto next = [&state] {  // xorshift64*: names only, no quality needed beyond no collisions
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    return state * 2685821657736338717ull;
+  };
+  long files = 0;
+  const auto t0 = Clock::now();
+  while (secs_since(t0) < o.seconds) {
+    char name[65];
+    for (int i = 0; i < 64; i += 16) std::snprintf(name + i, 17, "%016llx", static_cast<unsigned long long>(next()));
+    const std::string sub = o.dir + "/" + std::string(name, 2);
+    const std::string path = sub + "/" + std::string(name + 2, 62);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ENOENT) {
+      if (::mkdir(sub.c_str(), 0755) != 0 && errno != EEXIST) {
+        std::fprintf(stderr, "write_bench: mkdir %s: %s\n", sub.c_str(), std::strerror(errno));
+        return 1;
+      }
+      fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    }
+    if (fd < 0 || ::write(fd, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size()) || ::close(fd) != 0) {
+      std::fprintf(stderr, "write_bench: create %s: %s\n", path.c_str(), std::strerror(errno));
+      return 1;
+    }
+    files++;
+  }
+  const double secs = secs_since(t0);
+  std::printf("mode=create label=%s size=%ld files=%ld secs=%.3f files_per_s=%.0f\n", o.label.c_str(), o.size, files,
+              secs, static_cast<double>(files) / secs);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -832,6 +885,7 @@ int main(int argc, char** argv) {
   if (o.mode == "write") return run_write(o);
   if (o.mode == "catchup") return run_catchup(o);
   if (o.mode == "hold") return run_hold(o);
+  if (o.mode == "create") return run_create(o);
   if (o.redis) return run_redis_read(o);
   return run_read(o);
 }
