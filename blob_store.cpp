@@ -198,34 +198,72 @@ Status BlobStore::sync_dirs(std::vector<std::string>* dirs) {
   return Status::Ok();
 }
 
+// Replaying a log reads one blob per entry, and the system calls are nearly all of its cost
+// (perf on a replay of 100,000 blobs: open 42 %, pread 18 %, close 14 %, fstat 10 %, SHA-256
+// 4 %). So: open relative to BLOBS' descriptor (the kernel looks up two names, not the whole
+// path); O_NOATIME, so that a read does not dirty the blob's inode (relatime updates the
+// access time on the first read after a write), allowed to the files' owner only, without it
+// on EPERM; and no fstat: one pread into a buffer bigger than most blobs, whose short count is
+// the end of a regular file. Should a read ever stop short of it, the hash would not match, and
+// the blob is read again by its size.
 Status BlobStore::read(std::string_view hex, std::string* bytes) const {
-  std::string path = path_of(hex);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::Errno("cannot open blob", path, errno);
+  const int flags = O_RDONLY | O_CLOEXEC | (noatime_.load(std::memory_order_relaxed) ? O_NOATIME : 0);
+  auto open_blob = [&](int f) {
+    if (dir_fd_ < 0 || hex.size() != 64) return ::open(path_of(hex).c_str(), f);
+    char relative[2 + 1 + 62 + 1];
+    std::memcpy(relative, hex.data(), 2);
+    relative[2] = '/';
+    std::memcpy(relative + 3, hex.data() + 2, 62);
+    relative[65] = '\0';
+    return ::openat(dir_fd_, relative, f);
+  };
+  int fd = open_blob(flags);
+  if (fd < 0 && errno == EPERM && (flags & O_NOATIME)) {
+    noatime_.store(false, std::memory_order_relaxed);
+    fd = open_blob(flags & ~O_NOATIME);
+  }
+  if (fd < 0) return Status::Errno("cannot open blob", path_of(hex), errno);
+  constexpr size_t kFirstRead = 16384;
+  thread_local std::string first;
+  first.resize(kFirstRead);
+  ssize_t n;
+  while ((n = ::pread(fd, &first[0], kFirstRead, 0)) < 0 && errno == EINTR) {
+  }
+  if (n < 0) {
+    const int err = errno;
+    ::close(fd);
+    return Status::Errno("cannot read blob", path_of(hex), err);
+  }
+  if (static_cast<size_t>(n) < kFirstRead && sha256_hex(std::string_view(first.data(), static_cast<size_t>(n))) == hex) {
+    ::close(fd);
+    bytes->assign(first.data(), static_cast<size_t>(n));
+    return Status::Ok();
+  }
+  // Bigger than the buffer (or not whole a moment ago): by its size.
   struct stat st;
   if (::fstat(fd, &st) != 0) {
-    int err = errno;
+    const int err = errno;
     ::close(fd);
-    return Status::Errno("cannot stat blob", path, err);
+    return Status::Errno("cannot stat blob", path_of(hex), err);
   }
   bytes->resize(static_cast<size_t>(st.st_size));
   size_t got = 0;
   while (got < bytes->size()) {
-    ssize_t n = ::pread(fd, &(*bytes)[got], bytes->size() - got, static_cast<off_t>(got));
+    n = ::pread(fd, &(*bytes)[got], bytes->size() - got, static_cast<off_t>(got));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      int err = errno;
+      const int err = errno;
       ::close(fd);
-      return Status::Errno("cannot read blob", path, err);
+      return Status::Errno("cannot read blob", path_of(hex), err);
     }
     if (n == 0) {  // shorter than its size a moment ago: blobs never change, so it is damaged
       ::close(fd);
-      return Status::Corruption("blob " + path + " ended after " + std::to_string(got) + " of " +
+      return Status::Corruption("blob " + path_of(hex) + " ended after " + std::to_string(got) + " of " +
                                 std::to_string(bytes->size()) + " bytes");
     }
     got += static_cast<size_t>(n);
   }
   ::close(fd);
-  if (sha256_hex(*bytes) != hex) return Status::Corruption("blob " + path + " does not match its hash");
+  if (sha256_hex(*bytes) != hex) return Status::Corruption("blob " + path_of(hex) + " does not match its hash");
   return Status::Ok();
 }

@@ -2,6 +2,7 @@
 //   BLOBS/<h0h1>/<h2..h63>   canonical entry bytes, named by their SHA-256
 //   BLOBS/tmp/               blobs being written; renamed into place once whole (and synced)
 #pragma once
+#include <atomic>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -50,7 +51,8 @@ class BlobStore {
   Status ensure_subdir(std::string_view hex, std::vector<std::string>* dirty_dirs);
   std::string temp_path(std::string_view hex) const;
   std::string dir_;
-  int dir_fd_ = -1;  // BLOBS, for syncfs()
+  int dir_fd_ = -1;  // BLOBS, for syncfs() and for reads relative to it
+  mutable std::atomic<bool> noatime_{true};  // reads may ask for O_NOATIME (until an EPERM)
   bool can_sync_filesystem_ = false;
   std::string tmp_dir_;
   bool subdir_durable_[256] = {};  // hh/ directories whose name in BLOBS is known synced

@@ -259,6 +259,17 @@ if section reads; then
   run --mode read --label "restarted" --from 1
   run --mode read --label "restarted-again" --from 1
   stop_server
+  if [ -n "$BASELINE" ]; then
+    start_server none "$WORK/read" "$BASELINE"
+    run --mode read --label "$BASELINE_LABEL-restarted" --from 1
+    run --mode read --label "$BASELINE_LABEL-restarted-again" --from 1
+    stop_server
+  fi
+  # The floor under a replay that reads one file per entry: open, read, close of every blob.
+  line=$("$BENCH" --mode readfiles --label blob-files --dir "$WORK/read/.tcp-log-server.blobs")
+  echo "$line" >&2
+  RESULTS+=("$line")
+  record "$line"
   # The same entries in a Redis stream (its append-only file synced every second; Redis reads
   # from memory either way), read back from the start in XRANGE batches.
   if command -v redis-server >/dev/null; then
@@ -567,6 +578,11 @@ if section reads || section fairness; then
   printf '%-28s %8s %10s %12s %8s\n' read entries secs entries/s MB/s
   for line in "${RESULTS[@]}"; do
     mode=$(field "$line" mode)
+    if [ "$mode" = readfiles ]; then
+      printf '%-28s %8s %10s %12s %8s\n' "open+read+close, no server" "$(field "$line" files)" \
+        "$(field "$line" secs)" "$(field "$line" files_per_s)" -
+      continue
+    fi
     [ "$mode" = read ] || [ "$mode" = catchup ] || continue
     printf '%-28s %8s %10s %12s %8s\n' "$(field "$line" label)" "$(field "$line" entries)" \
       "$(field "$line" secs)" "$(field "$line" entries_per_s)" "$(field "$line" mb_per_s)"

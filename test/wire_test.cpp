@@ -1067,6 +1067,43 @@ TEST_CASE("an entry whose blob is missing or corrupt is sent as an index error, 
   CHECK(r.read_line() == entry_line(5, numbered(5)));
 }
 
+TEST_CASE("reading an entry leaves its blob's access time alone (O_NOATIME): a replay writes nothing to the disk") {
+  TempDir dir;
+  {
+    ServerProcess server(dir.path());
+    server.start();
+    Client c(server.port());
+    write_ok(c, "w", numbered(1), 1);
+    CHECK(server.stop_term() == 0);
+  }
+  const std::string blob = blob_path(dir / "blobs", sha256_hex(numbered(1)));
+  const std::string control = dir / "control";
+  write_file(control, "x");
+  // Access times three days old: relatime updates such an access time at the next read.
+  const timespec old_atime{::time(nullptr) - 3 * 86400, 0};
+  const timespec times[2] = {old_atime, {0, UTIME_OMIT}};
+  REQUIRE(::utimensat(AT_FDCWD, blob.c_str(), times, 0) == 0);
+  REQUIRE(::utimensat(AT_FDCWD, control.c_str(), times, 0) == 0);
+  auto atime_of = [](const std::string& path) {
+    struct stat st {};
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    return st.st_atim.tv_sec;
+  };
+  (void)read_file(control);  // a plain read: does this file system record access times at all?
+  if (atime_of(control) == old_atime.tv_sec) {
+    MESSAGE("skipped: the file system of " << dir.path() << " does not update access times (noatime)");
+    return;
+  }
+  ServerProcess server(dir.path());
+  server.start();
+  Client r(server.port());
+  r.send_line(read_from(1));
+  CHECK(r.read_line() == entry_line(1, numbered(1)));
+  CHECK(r.read_line() == kCurrent);
+  CHECK(server.stop_term() == 0);
+  CHECK(atime_of(blob) == old_atime.tv_sec);
+}
+
 TEST_CASE("entries are canonicalised: UTF-16 key order, last duplicate wins, JSON.stringify escapes, numbers as written") {
   const std::string input =
       R"({ "z" : 1 , "b" : [ 1 , { "d" : 2 , "c" : 1 } , [ ] , { } , true , false , null ] ,)"

@@ -13,6 +13,9 @@
 //               own limit for what the store thread does per new blob: each file named by 64
 //               random hex digits under a two-digit directory (made as needed), opened with
 //               O_CREAT|O_EXCL, --size bytes written, closed. No temp file, no rename, no sync.
+//   readfiles mode: no server: every file under --dir/hh/ (a blob directory) opened, read and
+//               closed once, timed without the listing: the floor under a replay that reads one
+//               file per entry.
 //   hold mode:  C connections that stay open until SIGTERM: each writes one entry first with
 //               --write-once, then with --read sends {"from":F} (--from 0: one past the newest
 //               entry the connections wrote) and reads until {"current":true}, or with --stalled
@@ -41,6 +44,7 @@
 // read reached {"current":true}), 1 on errors, 2 on bad usage. A run with no progress for
 // 30 s gives up, so it never hangs.
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -143,6 +147,10 @@ Options parse(int argc, char** argv) {
   }
   if (o.mode == "create") {
     if (o.dir.empty() || o.seconds <= 0) usage("create mode needs --dir and --seconds");
+    return o;
+  }
+  if (o.mode == "readfiles") {
+    if (o.dir.empty()) usage("readfiles mode needs --dir");
     return o;
   }
   if (o.port <= 0 || o.port > 65535) usage("--port is required (1..65535)");
@@ -878,6 +886,44 @@ int run_create(const Options& o) {
   return 0;
 }
 
+// readfiles mode (see the top): files/s of open, read, close.
+int run_readfiles(const Options& o) {
+  std::vector<std::string> paths;
+  if (DIR* top = ::opendir(o.dir.c_str())) {
+    while (const dirent* d = ::readdir(top)) {
+      if (std::strlen(d->d_name) != 2) continue;
+      const std::string sub = o.dir + "/" + d->d_name;
+      if (DIR* in = ::opendir(sub.c_str())) {
+        while (const dirent* f = ::readdir(in))
+          if (f->d_name[0] != '.') paths.push_back(sub + "/" + f->d_name);
+        ::closedir(in);
+      }
+    }
+    ::closedir(top);
+  }
+  if (paths.empty()) {
+    std::fprintf(stderr, "write_bench: no files under %s/hh/\n", o.dir.c_str());
+    return 1;
+  }
+  std::string buf(65536, '\0');
+  long bytes = 0;
+  const auto t0 = Clock::now();
+  for (const auto& p : paths) {
+    int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
+    if (fd < 0) fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+    const ssize_t n = fd < 0 ? -1 : ::read(fd, &buf[0], buf.size());
+    if (n < 0 || ::close(fd) != 0) {
+      std::fprintf(stderr, "write_bench: read %s: %s\n", p.c_str(), std::strerror(errno));
+      return 1;
+    }
+    bytes += n;
+  }
+  const double secs = secs_since(t0);
+  std::printf("mode=readfiles label=%s files=%zu bytes=%ld secs=%.3f files_per_s=%.0f\n", o.label.c_str(), paths.size(), bytes,
+              secs, static_cast<double>(paths.size()) / secs);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -886,6 +932,7 @@ int main(int argc, char** argv) {
   if (o.mode == "catchup") return run_catchup(o);
   if (o.mode == "hold") return run_hold(o);
   if (o.mode == "create") return run_create(o);
+  if (o.mode == "readfiles") return run_readfiles(o);
   if (o.redis) return run_redis_read(o);
   return run_read(o);
 }
