@@ -48,7 +48,7 @@
 #             1x1, 1x64, 16x16, with 100-byte and 1 KiB entries, SYNC=always and SYNC=none; then
 #             1x1 and 16x16 while another process writes 2 GB to the same file system
 #   confirm   durable writes as on a machine that does other things: SYNC=always beside Redis
-#             appendfsync always (and BASELINE), with no file-system sync between cells, first
+#             appendfsync always, SYNC=none and BASELINE (SYNC=always), with no file-system sync between cells, first
 #             on a quiet file system, then at once after a large delete (TRAP_FILES files
 #             created and removed: the ext4 trap); 1x1 for BENCH_SECONDS, 1x64 and 16x16 for
 #             a 2 s burst the default journal holds; 100-byte and 1 KiB entries. Then 16x16 of
@@ -463,8 +463,10 @@ if section confirm; then
   command -v redis-server >/dev/null || { echo "bench: redis-server is missing (make bench installs it)" >&2; exit 1; }
   start_server always "$WORK/confirm-always"
   C_ALWAYS_PORT=$PORT C_PIDS=("$SERVER_PID")
+  start_server none "$WORK/confirm-none"
+  C_NONE_PORT=$PORT C_PIDS+=("$SERVER_PID")
   start_redis always "$WORK/confirm-redis"
-  C_REDIS_PORT=$REDIS_PORT
+  C_REDIS_PORT=$REDIS_PORT C_REDIS_PID=$REDIS_PID
   if [ -n "$BASELINE" ]; then
     start_server always "$WORK/confirm-base" "$BASELINE"
     C_BASE_PORT=$PORT C_PIDS+=("$SERVER_PID")
@@ -482,6 +484,7 @@ if section confirm; then
         [ "$shape" = 1x1 ] && secs=$SECONDS_PER_CELL warmup=$WARMUP
         confirm_cell "redis-always/$shape/$size/$fs_state" "$C_REDIS_PORT" "$c" "$w" "$size" "$secs" "$warmup" --redis
         confirm_cell "ours-always/$shape/$size/$fs_state" "$C_ALWAYS_PORT" "$c" "$w" "$size" "$secs" "$warmup"
+        confirm_cell "ours-none/$shape/$size/$fs_state" "$C_NONE_PORT" "$c" "$w" "$size" "$secs" "$warmup"
         [ -z "$BASELINE" ] ||
           confirm_cell "base-always/$shape/$size/$fs_state" "$C_BASE_PORT" "$c" "$w" "$size" "$secs" "$warmup"
       done
@@ -495,8 +498,8 @@ if section confirm; then
   CONFIRM+=("$line")
   record "$line"
   rm -rf "$WORK/create-loop"
-  kill -TERM "${C_PIDS[@]}"
-  wait "${C_PIDS[@]}" || true
+  kill -TERM "${C_PIDS[@]}" "$C_REDIS_PID"
+  wait "${C_PIDS[@]}" "$C_REDIS_PID" || true
   SERVER_PID=
 fi
 
@@ -544,14 +547,14 @@ if section confirm; then
   done
   echo
   cratio() { awk -v a="${CRATE[$1]:-0}" -v b="${CRATE[$2]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
-  printf '%-12s %-6s %-13s %18s %22s %18s\n' shape size fs ours/redis-always p99_ours/p99_redis ours/base-always
+  printf '%-12s %-6s %-13s %18s %22s %18s %16s\n' shape size fs ours/redis-always p99_ours/p99_redis ours/base-always always/none
   for fs_state in quiet after-delete; do
     for size in 100 1024; do
       for shape in 1x1 1x64 16x16; do
         k=$shape/$size/$fs_state
         p99=$(awk -v a="${CP99[ours-always/$k]:-0}" -v b="${CP99[redis-always/$k]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }')
-        printf '%-12s %-6s %-13s %18s %22s %18s\n' "$shape" "$size" "$fs_state" "$(cratio "ours-always/$k" "redis-always/$k")" \
-          "$p99" "$(cratio "ours-always/$k" "base-always/$k")"
+        printf '%-12s %-6s %-13s %18s %22s %18s %16s\n' "$shape" "$size" "$fs_state" "$(cratio "ours-always/$k" "redis-always/$k")" \
+          "$p99" "$(cratio "ours-always/$k" "base-always/$k")" "$(cratio "ours-always/$k" "ours-none/$k")"
       done
     done
   done
