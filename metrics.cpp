@@ -222,6 +222,10 @@ void write_metrics_text(const Metrics& m, std::string* out) {
            m.journal_capacity_bytes);
   x.scalar("journal_full_total", "counter", "Times writes had to wait for a checkpoint to make room in the journal.",
            m.journal_full);
+  x.scalar("store_lag_entries", "gauge",
+           "Confirmed entries whose blob file and index record the store thread has not made yet (SYNC=always: "
+           "they are read from memory or the journal meanwhile).",
+           m.store_lag_entries);
   x.histogram("checkpoint_duration_seconds", "Checkpoints that succeeded, from their start until the loop collected them.",
               m.checkpoint_seconds);
   x.scalar("checkpoints_failed_total", "counter",
@@ -230,7 +234,7 @@ void write_metrics_text(const Metrics& m, std::string* out) {
   x.histogram("journal_sync_duration_seconds",
               "The fdatasync of each journal append, which a SYNC=always write waits for before its confirmation.",
               m.journal_sync_seconds);
-  x.histogram("commit_duration_seconds", "Each commit of a batch of writes: journal append and sync, blobs, index.",
+  x.histogram("commit_duration_seconds", "Each commit of a batch of writes, until its confirmation: SYNC=always, the journal append and sync; SYNC=none, the blobs and the index.",
               m.commit_seconds);
   // Memory and the host.
   x.scalar("input_buffer_bytes", "gauge", "Bytes the connections' input buffers hold.", m.input_buffer_bytes);
@@ -275,6 +279,7 @@ void Server::Impl::snapshot(Metrics* m) const {
     if (r.next <= m->head && m->head - r.next + 1 > m->reader_lag_max) m->reader_lag_max = m->head - r.next + 1;
   }
   m->journal_used_bytes = store_->journal_used_bytes();
+  m->store_lag_entries = store_->head() - store_->made_head();
   m->journal_capacity_bytes = store_->journal_capacity_bytes();
   m->input_buffer_bytes = input_bytes_;
   m->output_buffer_bytes = output_bytes_;

@@ -249,10 +249,12 @@ struct Metrics {
   uint64_t journal_used_bytes = 0;      // gauge: records no checkpoint has retired yet
   uint64_t journal_capacity_bytes = 0;  // gauge: records its two sides hold at most
   uint64_t journal_full = 0;            // times writes had to wait for a checkpoint
+  uint64_t store_lag_entries = 0;       // gauge: confirmed entries without their blob file and
+                                        // index record yet (the store thread makes them)
   uint64_t checkpoints_failed = 0;      // then writes are refused until restart
   Histogram checkpoint_seconds;         // each checkpoint that succeeded, from start to collection
   Histogram journal_sync_seconds;       // each fdatasync of a journal append (a write's sync)
-  Histogram commit_seconds;             // each commit of a batch: journal, blobs, index
+  Histogram commit_seconds;             // each commit of a batch, until its confirmation
   // Memory (gauges): what the connections' input and output buffers hold.
   uint64_t input_buffer_bytes = 0;
   uint64_t output_buffer_bytes = 0;

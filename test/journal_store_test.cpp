@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "test/durability_harness.hpp"
+#include "test/metrics_harness.hpp"
 #include "test/harness.hpp"
 
 #include <string>
@@ -108,7 +109,7 @@ TEST_CASE("journal: writes are confirmed and read (stream and batch, from memory
     dur::Wrapped s(dir.path(),
                    {strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=rename", "-e",
                     "inject=rename:delay_enter=3000000"},
-                   {{"PORT", "0"}, {"BLOBS", dir / "blobs"}, {"LEVELDB", dir / "leveldb"}});
+                   {{"PORT", "0"}, {"BLOBS", dir / "blobs"}, {"LEVELDB", dir / "leveldb"}, {"METRICS", "127.0.0.1:0"}});
     REQUIRE(s.start(30s));
     Client writer(s.port());
     std::string batch;
@@ -133,6 +134,15 @@ TEST_CASE("journal: writes are confirmed and read (stream and batch, from memory
     INFO("blob files made while the entries were read: " << made);
     CHECK(made < 20);
     CHECK_FALSE(dur::exists(dur::blob_path(dir / "blobs", hashes[29])));
+    // The metrics say how far behind the store thread is: most of the entries.
+    std::string listening;
+    for (const std::string& line : s.log_lines())
+      if (line.find("\"msg\":\"listening\"") != std::string::npos) listening = line;
+    auto address = json_string_field(listening, "metrics");
+    REQUIRE_MESSAGE(address, listening);
+    const double lag = metrics_harness::value(metrics_harness::scrape(std::atoi(address->substr(address->rfind(':') + 1).c_str())), "store_lag_entries");
+    CHECK(lag > kEntries - 20);
+    CHECK(lag <= kEntries);
     ::kill(s.server_pid(), SIGKILL);
     s.wait(30s);
   }

@@ -120,7 +120,7 @@ TEST_CASE("GET /metrics is the Prometheus text format 0.0.4 that promtool check 
       {"stopping", "gauge"},             {"connections_open", "gauge"},      {"connections_accepted_total", "counter"},
       {"connections_refused_total", "counter"}, {"connections_closed_total", "counter"}, {"readers", "gauge"},
       {"reader_max_lag_entries", "gauge"}, {"journal_used_bytes", "gauge"}, {"journal_capacity_bytes", "gauge"},
-      {"journal_full_total", "counter"}, {"checkpoint_duration_seconds", "histogram"},
+      {"journal_full_total", "counter"}, {"store_lag_entries", "gauge"}, {"checkpoint_duration_seconds", "histogram"},
       {"checkpoints_failed_total", "counter"}, {"journal_sync_duration_seconds", "histogram"},
       {"commit_duration_seconds", "histogram"}, {"input_buffer_bytes", "gauge"}, {"output_buffer_bytes", "gauge"},
       {"log_lines_dropped_total", "counter"}};
@@ -145,6 +145,7 @@ TEST_CASE("GET /metrics is the Prometheus text format 0.0.4 that promtool check 
   CHECK(value(s, "checkpoint_duration_seconds_bucket{le=\"30\"}") <= 1);
   CHECK(value(s, "journal_capacity_bytes") == 131072 - 2 * 4096);
   CHECK(value(s, "journal_used_bytes") == 0);  // the checkpoint retired them
+  CHECK(value(s, "store_lag_entries") == 0);   // after it had made them all
   CHECK(value(s, "log_lines_dropped_total") == 0);
   CHECK(value(s, "store_failed") == 0);
   CHECK(value(s, "stopping") == 0);
