@@ -3,7 +3,7 @@
 # removed at the end. Run from anywhere: bash test/bench.sh (or make bench).
 #
 #   BENCH_SECTIONS  which sections to run, in this order
-#                   (default: writes reads memory fairness durable)
+#                   (default: writes reads memory fairness durable confirm fanout)
 #   BASELINE        another server binary (e.g. an older build) measured in the same run in the
 #                   memory, fairness and durable sections, so that the two are compared as ratios
 #   BASELINE_LABEL  what the results and charts call BASELINE (default: baseline), e.g. its commit
@@ -55,12 +55,15 @@
 #             100-byte entries sustained for SUSTAINED_SECONDS, and a plain create-write loop
 #             (write_bench --mode create) on the same file system for as long: the blob files'
 #             own limit.
+#   fanout    100 readers following the log while one writer sends 1,000 writes/s for
+#             BENCH_SECONDS x 2: the latency of each entry to each reader, ours SYNC=always,
+#             Redis appendfsync always (XREAD BLOCK) and BASELINE, each on a fresh store
 set -euo pipefail
 
 BENCH_OUT=${BENCH_OUT:-build/bench}
 case $BENCH_OUT in /*) ;; *) BENCH_OUT=$PWD/$BENCH_OUT ;; esac
 cd "$(dirname "$0")/.."
-SECTIONS=${BENCH_SECTIONS:-writes reads memory fairness durable}
+SECTIONS=${BENCH_SECTIONS:-writes reads memory fairness durable confirm fanout}
 SECONDS_PER_CELL=${BENCH_SECONDS:-5}
 WARMUP=${BENCH_WARMUP:-1}
 SIZE=${BENCH_SIZE:-200}
@@ -503,6 +506,35 @@ if section confirm; then
   SERVER_PID=
 fi
 
+# ---------------------------------------------------------------------------------------------
+FANOUT=()
+fanout_cell() {  # fanout_cell LABEL PORT [--redis]
+  local label=$1 port=$2 line status=0
+  shift 2
+  line=$(timeout 300 "$BENCH" --port "$port" --mode fanout --label "$label" --conns 100 --rate 1000 --size 100 \
+         --seconds $((SECONDS_PER_CELL * 2)) --warmup "$WARMUP" "$@") || status=$?
+  [ "$status" -eq 0 ] || echo "bench: run failed: $label" >&2
+  echo "$line" >&2
+  FANOUT+=("$line")
+  record "$line" "$status"
+}
+if section fanout; then
+  SECTION=fanout
+  command -v redis-server >/dev/null || { echo "bench: redis-server is missing (make bench installs it)" >&2; exit 1; }
+  start_redis always "$WORK/fanout-redis"
+  fanout_cell redis-always "$REDIS_PORT" --redis
+  kill -TERM "$REDIS_PID"
+  wait "$REDIS_PID" || true
+  start_server always "$WORK/fanout-ours"
+  fanout_cell ours-always "$PORT"
+  stop_server
+  if [ -n "$BASELINE" ]; then
+    start_server always "$WORK/fanout-base" "$BASELINE"
+    fanout_cell base-always "$PORT"
+    stop_server
+  fi
+fi
+
 echo "# load_after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS_FILE"
 echo "bench: results in $RESULTS_FILE" >&2
 
@@ -559,6 +591,14 @@ if section confirm; then
     done
   done
   echo "sustained 16x16, 100 B, ${SUSTAINED_SECONDS} s: ours/create-loop $(cratio ours-always/16x16/100/sustained create-loop/100/sustained)"
+  echo
+fi
+if section fanout; then
+  printf '%-16s %8s %6s %9s %9s %9s %9s\n' fanout readers rate samples p50_ms p99_ms max_ms
+  for line in "${FANOUT[@]}"; do
+    printf '%-16s %8s %6s %9s %9s %9s %9s\n' "$(field "$line" label)" "$(field "$line" readers)" "$(field "$line" rate)" \
+      "$(field "$line" samples)" "$(field "$line" p50_ms)" "$(field "$line" p99_ms)" "$(field "$line" max_ms)"
+  done
   echo
 fi
 if section writes || section fairness; then

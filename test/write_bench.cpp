@@ -16,6 +16,11 @@
 //   readfiles mode: no server: every file under --dir/hh/ (a blob directory) opened, read and
 //               closed once, timed without the listing: the floor under a replay that reads one
 //               file per entry.
+//   fanout mode: C readers follow the log (ours: {"from":1} on an empty log; --redis: XREAD
+//               BLOCK from the stream's end, again after each reply) while one writer sends
+//               --rate writes/s for --seconds, each entry holding the time it was sent; the
+//               latency of every entry to every reader (p50, p99, max), leaving out those
+//               written in the first --warmup seconds.
 //   hold mode:  C connections that stay open until SIGTERM: each writes one entry first with
 //               --write-once, then with --read sends {"from":F} (--from 0: one past the newest
 //               entry the connections wrote) and reads until {"current":true}, or with --stalled
@@ -36,6 +41,7 @@
 //   --label L    BENCH_LABEL    free text put in the summary line
 //   --batch B    BENCH_BATCH    read mode with --redis: entries per XRANGE (1000)
 //   --dir D                     create mode: the directory to create files in (made if absent)
+//   --rate R                    fanout mode: writes per second (1000)
 //   --redis      write mode: speak to a Redis server instead, each write an XADD of the same
 //                entry to the stream "log" (the peer people would pick instead; RESP protocol);
 //                read mode: read that stream back with XRANGE
@@ -79,7 +85,7 @@ struct Options {
   int port = 0;
   std::string mode = "write";
   std::string dir;  // create mode
-  long conns = 1, writes = 1000, window = 1, size = 200, from = 1, batch = 1000;
+  long conns = 1, writes = 1000, window = 1, size = 200, from = 1, batch = 1000, rate = 1000;
   double seconds = 0, warmup = 0;
   std::string label;
   bool write_once = false, read = false, stalled = false, redis = false;
@@ -143,6 +149,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--label") o.label = v;
     else if (a == "--batch") o.batch = to_long("--batch", v, 1);
     else if (a == "--dir") o.dir = v;
+    else if (a == "--rate") o.rate = to_long("--rate", v, 1);
     else usage(("unknown option " + a).c_str());
   }
   if (o.mode == "create") {
@@ -154,10 +161,12 @@ Options parse(int argc, char** argv) {
     return o;
   }
   if (o.port <= 0 || o.port > 65535) usage("--port is required (1..65535)");
-  if (o.mode != "write" && o.mode != "read" && o.mode != "catchup" && o.mode != "hold")
-    usage("--mode must be write, read, catchup, hold or create");
+  if (o.mode != "write" && o.mode != "read" && o.mode != "catchup" && o.mode != "hold" && o.mode != "fanout")
+    usage("--mode must be write, read, catchup, hold, fanout, create or readfiles");
+  if (o.mode == "fanout" && o.seconds <= 0) usage("fanout mode needs --seconds");
   if (o.conns > (o.mode == "hold" ? 20000 : 1000)) usage("--conns at most 1000 (20000 in hold mode)");
-  if (o.redis && o.mode != "write" && o.mode != "read") usage("--redis is for write and read mode");
+  if (o.redis && o.mode != "write" && o.mode != "read" && o.mode != "fanout")
+    usage("--redis is for write, read and fanout mode");
   return o;
 }
 
@@ -845,6 +854,144 @@ int run_hold(const Options& o) {
   return 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Fan-out mode
+
+// The bulk strings of the RESP values in[at, end), in order (arrays flattened).
+std::vector<std::string> resp_bulks(const std::string& in, size_t at, size_t end) {
+  std::vector<std::string> out;
+  while (at < end) {
+    const size_t eol = in.find("\r\n", at);
+    if (eol == std::string::npos || eol >= end) break;
+    if (in[at] == '$') {
+      const long n = std::strtol(in.c_str() + at + 1, nullptr, 10);
+      if (n < 0) {
+        at = eol + 2;
+        continue;
+      }
+      out.push_back(in.substr(eol + 2, static_cast<size_t>(n)));
+      at = eol + 2 + static_cast<size_t>(n) + 2;
+    } else {
+      at = eol + 2;  // an array's header, or a line value
+    }
+  }
+  return out;
+}
+
+int run_fanout(const Options& o) {
+  const auto t0 = Clock::now();
+  auto now_ns = [&t0] {
+    return static_cast<long long>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+  };
+  auto send_all = [](int fd, const std::string& out) {
+    size_t off = 0;
+    while (off < out.size())
+      if (!send_some(fd, out, &off)) {
+        std::fprintf(stderr, "write_bench: send failed\n");
+        std::exit(1);
+      }
+  };
+  auto xread = [](const std::string& after) {
+    return resp_command({"XREAD", "BLOCK", "0", "COUNT", "1000", "STREAMS", "log", after});
+  };
+  const size_t n = static_cast<size_t>(o.conns);
+  std::vector<int> readers;
+  std::vector<std::string> in(n);
+  std::vector<bool> current(n, o.redis);
+  for (size_t k = 0; k < n; k++) {
+    readers.push_back(connect_to(o));
+    send_all(readers[k], o.redis ? xread("$") : "{\"from\":1}\n");
+  }
+  const int writer = connect_to(o);
+  std::vector<char> buf(1 << 16);
+  std::vector<double> latencies_ms;
+  const long long warmup_ns = static_cast<long long>(o.warmup * 1e9), end_ns = static_cast<long long>(o.seconds * 1e9);
+  const long long drain_ns = end_ns + 2000000000LL;  // readers get 2 s more for the last entries
+  const std::string pad(static_cast<size_t>(std::max(1L, o.size - 30)), 'x');
+  long writes = 0, counted_writes = 0, errors = 0;
+  long long next_write = -1;  // the first once every reader is following
+  auto readers_following = [&] { return std::all_of(current.begin(), current.end(), [](bool b) { return b; }); };
+  for (;;) {
+    const long long now = now_ns();
+    if (next_write < 0 && readers_following()) next_write = now;
+    if (now > drain_ns || (next_write < 0 && now > 30000000000LL)) break;
+    if (next_write >= 0 && now >= next_write && now < end_ns) {
+      const std::string t = std::to_string(now);
+      send_all(writer, o.redis ? resp_command({"XADD", "log", "*", "t", t, "p", pad})
+                               : "{\"id\":\"f" + std::to_string(writes) + "\",\"entry\":{\"t\":" + t + ",\"p\":\"" + pad + "\"}}\n");
+      writes++;
+      if (now >= warmup_ns) counted_writes++;
+      next_write += static_cast<long long>(1e9 / static_cast<double>(o.rate));
+      continue;
+    }
+    std::vector<pollfd> p;
+    for (int fd : readers) p.push_back({fd, POLLIN, 0});
+    p.push_back({writer, POLLIN, 0});
+    const long long wait_ns = next_write >= 0 && now < end_ns ? std::max(0LL, next_write - now) : 10000000LL;
+    if (::poll(p.data(), p.size(), static_cast<int>(wait_ns / 1000000)) < 0 && errno != EINTR) {
+      std::perror("poll");
+      return 1;
+    }
+    if (p.back().revents & (POLLIN | POLLHUP | POLLERR))
+      while (::recv(writer, buf.data(), buf.size(), MSG_DONTWAIT) > 0) {
+      }
+    for (size_t k = 0; k < n; k++) {
+      if (!(p[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      const ssize_t r = ::recv(readers[k], buf.data(), buf.size(), MSG_DONTWAIT);
+      if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+        std::fprintf(stderr, "write_bench: reader %zu closed\n", k);
+        return 1;
+      }
+      if (r < 0) continue;
+      const long long arrived = now_ns();
+      in[k].append(buf.data(), static_cast<size_t>(r));
+      auto record = [&](long long sent) {
+        if (sent >= warmup_ns) latencies_ms.push_back(static_cast<double>(arrived - sent) / 1e6);
+      };
+      if (!o.redis) {
+        size_t start = 0;
+        for (size_t eol; (eol = in[k].find('\n', start)) != std::string::npos; start = eol + 1) {
+          const size_t t = in[k].find("\"t\":", start);
+          if (in[k].compare(start, 17, "{\"current\":true}\n") == 0) current[k] = true;
+          else if (t != std::string::npos && t < eol) record(std::strtoll(in[k].c_str() + t + 4, nullptr, 10));
+          else errors++;
+        }
+        in[k].erase(0, start);
+        continue;
+      }
+      for (;;) {  // each complete XREAD reply: its entries, then the next XREAD after the last
+        bool bad = false;
+        const size_t end = resp_end(in[k], 0, &bad);
+        if (bad) {
+          std::fprintf(stderr, "write_bench: unexpected XREAD reply: %.80s\n", in[k].c_str());
+          return 1;
+        }
+        if (end == kIncomplete) break;
+        const std::vector<std::string> bulks = resp_bulks(in[k], 0, end);
+        std::string last_id;
+        for (size_t i = 1; i + 1 < bulks.size(); i++)
+          if (bulks[i] == "t") {
+            record(std::strtoll(bulks[i + 1].c_str(), nullptr, 10));
+            last_id = bulks[i - 1];
+          }
+        in[k].erase(0, end);
+        if (last_id.empty()) errors++;
+        else send_all(readers[k], xread(last_id));
+      }
+    }
+  }
+  for (int fd : readers) ::close(fd);
+  ::close(writer);
+  std::sort(latencies_ms.begin(), latencies_ms.end());
+  const long expected = counted_writes * o.conns;
+  std::printf("mode=fanout label=%s readers=%ld rate=%ld writes=%ld samples=%zu expected=%ld errors=%ld p50_ms=%.3f "
+              "p99_ms=%.3f max_ms=%.3f\n",
+              o.label.empty() ? "-" : o.label.c_str(), o.conns, o.rate, writes, latencies_ms.size(), expected, errors,
+              percentile(latencies_ms, 0.50), percentile(latencies_ms, 0.99),
+              latencies_ms.empty() ? 0.0 : latencies_ms.back());
+  return static_cast<long>(latencies_ms.size()) == expected && errors == 0 ? 0 : 1;
+}
+
 // create mode (see the top): files/s of a plain create-write loop.
 int run_create(const Options& o) {
   if (::mkdir(o.dir.c_str(), 0755) != 0 && errno != EEXIST) {
@@ -932,6 +1079,7 @@ int main(int argc, char** argv) {
   if (o.mode == "catchup") return run_catchup(o);
   if (o.mode == "hold") return run_hold(o);
   if (o.mode == "create") return run_create(o);
+  if (o.mode == "fanout") return run_fanout(o);
   if (o.mode == "readfiles") return run_readfiles(o);
   if (o.redis) return run_redis_read(o);
   return run_read(o);
