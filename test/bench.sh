@@ -51,7 +51,8 @@
 #             appendfsync always, SYNC=none and BASELINE (SYNC=always), with no file-system sync between cells, first
 #             on a quiet file system, then at once after a large delete (TRAP_FILES files
 #             created and removed: the ext4 trap); 1x1 for BENCH_SECONDS, 1x64 and 16x16 for
-#             a 2 s burst the default journal holds; 100-byte and 1 KiB entries. Then 16x16 of
+#             a 2 s burst the default journal holds, each of ours starting with the journal
+#             empty (settle: GET /metrics); 100-byte and 1 KiB entries. Then 16x16 of
 #             100-byte entries sustained for SUSTAINED_SECONDS, and a plain create-write loop
 #             (write_bench --mode create) on the same file system for as long: the blob files'
 #             own limit.
@@ -105,13 +106,15 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 start_server() {
   local sync=$1 dir=$2 bin=${3:-$SERVER}
   mkdir -p "$dir"
-  (cd "$dir" && exec env PORT=0 HOST=127.0.0.1 SYNC="$sync" LOG_LEVEL=info "$bin") \
+  (cd "$dir" && exec env PORT=0 HOST=127.0.0.1 SYNC="$sync" LOG_LEVEL=info METRICS=127.0.0.1:0 "$bin") \
     >"$dir/server.log" 2>&1 &
   SERVER_PID=$!
-  PORT=
+  PORT= METRICS_PORT=
   for _ in $(seq 1 100); do
     PORT=$(grep '"msg":"listening"' "$dir/server.log" 2>/dev/null |
            sed -n 's/.*"port":\([0-9][0-9]*\).*/\1/p' | head -n 1) || true
+    METRICS_PORT=$(grep '"msg":"listening"' "$dir/server.log" 2>/dev/null |
+           sed -n 's/.*"metrics":"127.0.0.1:\([0-9][0-9]*\)".*/\1/p' | head -n 1) || true
     [ -n "$PORT" ] && return 0
     kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.1
@@ -145,6 +148,29 @@ start_redis() {
   echo "bench: redis-server did not start; its log:" >&2
   cat "$dir/redis.log" >&2
   exit 1
+}
+
+# metric MPORT NAME: a sample of the server's GET /metrics (tcp_log_server_NAME), "" if none.
+metric() {
+  local v=
+  if exec 3<>"/dev/tcp/127.0.0.1/$1"; then
+    printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
+    v=$(sed -n "s/^tcp_log_server_$2 //p" <&3 | head -n 1)
+    exec 3<&-
+  fi
+  echo "$v"
+}
+# settle MPORT: waits (at most 120 s) until the server's journal is empty (every entry made into
+# its blob file and index record, and checkpointed), so that a burst starts with the whole
+# journal before it. At once for a server without a journal (SYNC=none: capacity 0).
+settle() {
+  local used
+  for _ in $(seq 1 1200); do
+    used=$(metric "$1" journal_used_bytes)
+    [ "$used" = 0 ] && return 0
+    sleep 0.1
+  done
+  echo "bench: the journal did not empty within 120 s (used: $used)" >&2
 }
 
 # field LINE KEY: the value of KEY=value in a summary line.
@@ -465,14 +491,14 @@ if section confirm; then
   SECTION=confirm
   command -v redis-server >/dev/null || { echo "bench: redis-server is missing (make bench installs it)" >&2; exit 1; }
   start_server always "$WORK/confirm-always"
-  C_ALWAYS_PORT=$PORT C_PIDS=("$SERVER_PID")
+  C_ALWAYS_PORT=$PORT C_ALWAYS_METRICS=$METRICS_PORT C_PIDS=("$SERVER_PID")
   start_server none "$WORK/confirm-none"
   C_NONE_PORT=$PORT C_PIDS+=("$SERVER_PID")
   start_redis always "$WORK/confirm-redis"
   C_REDIS_PORT=$REDIS_PORT C_REDIS_PID=$REDIS_PID
   if [ -n "$BASELINE" ]; then
     start_server always "$WORK/confirm-base" "$BASELINE"
-    C_BASE_PORT=$PORT C_PIDS+=("$SERVER_PID")
+    C_BASE_PORT=$PORT C_BASE_METRICS=$METRICS_PORT C_PIDS+=("$SERVER_PID")
   fi
   for fs_state in quiet after-delete; do
     if [ "$fs_state" = after-delete ]; then
@@ -486,14 +512,20 @@ if section confirm; then
         c=${shape%x*} w=${shape#*x} secs=2 warmup=0
         [ "$shape" = 1x1 ] && secs=$SECONDS_PER_CELL warmup=$WARMUP
         confirm_cell "redis-always/$shape/$size/$fs_state" "$C_REDIS_PORT" "$c" "$w" "$size" "$secs" "$warmup" --redis
+        # A burst the journal holds: it starts with the journal empty (the store thread has
+        # made the files of the cells before, and a checkpoint retired them).
+        settle "$C_ALWAYS_METRICS"
         confirm_cell "ours-always/$shape/$size/$fs_state" "$C_ALWAYS_PORT" "$c" "$w" "$size" "$secs" "$warmup"
         confirm_cell "ours-none/$shape/$size/$fs_state" "$C_NONE_PORT" "$c" "$w" "$size" "$secs" "$warmup"
-        [ -z "$BASELINE" ] ||
+        if [ -n "$BASELINE" ]; then
+          [ -z "$C_BASE_METRICS" ] || settle "$C_BASE_METRICS"
           confirm_cell "base-always/$shape/$size/$fs_state" "$C_BASE_PORT" "$c" "$w" "$size" "$secs" "$warmup"
+        fi
       done
     done
   done
   # Sustained: past what the journal holds, writes go at the pace the store thread makes blobs.
+  settle "$C_ALWAYS_METRICS"
   confirm_cell "ours-always/16x16/100/sustained" "$C_ALWAYS_PORT" 16 16 100 "$SUSTAINED_SECONDS" 5
   line=$("$BENCH" --mode create --label "create-loop/100/sustained" --dir "$WORK/create-loop" \
          --seconds "$SUSTAINED_SECONDS" --size 100) || { echo "bench: create loop failed" >&2; exit 1; }

@@ -10,6 +10,8 @@
 #                       and entry size, ours SYNC=always, Redis appendfsync always and the
 #                       baseline's SYNC=always when the run had one
 #   durable-p99.svg     the p99 latency of the same cells
+#   confirm-writes.svg  the confirm section: the same, without a file-system sync between cells,
+#   confirm-p99.svg     on a quiet file system and right after a large delete
 #   replay.svg          the reads section: entries/s of a read of the whole log, ours (by the
 #                       process that wrote it, and after a restart) and Redis (XRANGE)
 #   fairness-p99.svg    the fairness section: the writer probe's p99 alone, while readers catch
@@ -150,6 +152,40 @@ if present "$TMP/durable-writes_per_s.dat"; then
        "p99 latency, ms (log scale)" ms "$xtics" "$TMP/durable-p99_ms.dat" "${series[@]}"
 else
   echo "bench_charts: no durable cells in $RESULTS: durable-writes.svg and durable-p99.svg not drawn" >&2
+fi
+
+# ---- Confirming at the journal: the confirm section, no fs sync between cells -----------------
+cxtics='' k=0
+for fs_state in quiet after-delete; do
+  for size in 100 1024; do
+    for shape in $SHAPES; do
+      sz=$([ "$size" = 1024 ] && echo '1 KiB' || echo "$size B")
+      cxtics+="${cxtics:+, }\"${shape}\\n${sz}\\n${fs_state}\" $k"
+      k=$((k + 1))
+    done
+  done
+done
+for key in writes_per_s p99_ms; do
+  : >"$TMP/confirm-$key.dat"
+  for fs_state in quiet after-delete; do
+    for size in 100 1024; do
+      for shape in $SHAPES; do
+        c=$shape/$size/$fs_state
+        echo "$c $(value confirm "redis-always/$c" "$key") $(value confirm "ours-always/$c" "$key")" \
+             "$(value confirm "base-always/$c" "$key")" >>"$TMP/confirm-$key.dat"
+      done
+    done
+  done
+done
+if present "$TMP/confirm-writes_per_s.dat"; then
+  series=("2|$REDIS|Redis, appendfsync always" "3|$OURS|ours ($COMMIT), SYNC=always")
+  column_present "$TMP/confirm-writes_per_s.dat" 4 && series+=("4|$BASE|${BASELINE:-baseline}, SYNC=always")
+  bars confirm-writes "Durable writes without a file-system sync between cells, quiet and after a large delete: writes/s" \
+       "confirmed writes/s (log scale)" rate "$cxtics" "$TMP/confirm-writes_per_s.dat" "${series[@]}"
+  bars confirm-p99 "Durable writes without a file-system sync between cells: p99 latency, write to confirmation" \
+       "p99 latency, ms (log scale)" ms "$cxtics" "$TMP/confirm-p99_ms.dat" "${series[@]}"
+else
+  echo "bench_charts: no confirm cells in $RESULTS: confirm-writes.svg and confirm-p99.svg not drawn" >&2
 fi
 
 # ---- Replay: a read of the whole log, ours and Redis ------------------------------------------
