@@ -55,7 +55,7 @@ inline std::vector<Event> events_of(Recorder& r, const Recording& rec) {
   try {
     return reader.read(rec.phases, r.devices());
   } catch (const std::exception& e) {
-    FAIL("cannot follow the trace of " << rec.name << ": " << e.what());
+    FAIL("cannot follow the trace of " << rec.name << ": " << std::string(e.what()));
   }
   return {};
 }

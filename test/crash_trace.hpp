@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <stdexcept>
 
@@ -83,10 +84,15 @@ inline bool apply(crashfs::FsModel* fs, const Event& e) {
   return false;
 }
 
-// One recorded server run: its strace text and its SYNC mode.
+// One recorded server run: its strace text and its SYNC mode; and, for a run ended by SIGKILL,
+// the names under the root once it was dead. A call the kill cut off has no result in the
+// trace, but it may have taken effect: the store thread works after the confirmations, so the
+// kill can find it inside an openat, mkdir, rename or unlink. The names say which did.
 struct Phase {
   std::string trace;
   std::string sync;  // "always" or "none"
+  bool killed = false;
+  std::set<std::string> names_after;  // paths relative to the root, when killed
 };
 
 namespace detail {
@@ -152,6 +158,7 @@ class TraceReader {
 
   void read_phase(const Phase& phase, size_t p) {
     phase_ = p;
+    current_ = &phase;
     tables_.clear();
     calls_ = strace::parse(phase.trace);
     children_.clear();
@@ -179,6 +186,39 @@ class TraceReader {
       handle(*t.call);
       seq_at_line_.emplace_back(t.line, model_.seq());
     }
+  }
+
+  // Whether a call the kill cut off changed the names under the root: a file or directory
+  // created is there, a renamed one is under its new name and no longer under its old one, a
+  // removed one is gone.
+  bool took_effect_before_kill(const strace::Call& c) const {
+    if (!current_ || !current_->killed) return false;
+    const auto& a = c.args;
+    const std::string& n = c.name;
+    auto named = [&](const std::string& dirfd, size_t i) -> std::optional<std::string> {
+      if (a.size() <= i) return std::nullopt;
+      auto s = strace::string_arg(a[i]);
+      if (!s) return std::nullopt;
+      return relative(resolve(dirfd, *s));
+    };
+    auto there = [&](const std::optional<std::string>& rel) { return rel && current_->names_after.count(*rel) > 0; };
+    if (n == "openat" && a.size() >= 3 && (strace::int_arg(a[2]) & O_CREAT)) {
+      auto rel = named(a[0], 1);
+      return there(rel) && !model_.lookup(*rel);
+    }
+    if (n == "mkdir") return there(named("", 0));
+    if (n == "mkdirat") return a.size() >= 2 && there(named(a[0], 1));
+    if (n == "rename") return there(named("", 1)) && !there(named("", 0));
+    if (n == "renameat" || n == "renameat2") return a.size() >= 4 && there(named(a[2], 3)) && !there(named(a[0], 1));
+    if (n == "unlink") {
+      auto rel = named("", 0);
+      return rel && !there(rel) && model_.lookup(*rel);
+    }
+    if (n == "unlinkat") {
+      auto rel = a.size() >= 2 ? named(a[0], 1) : std::nullopt;
+      return rel && !there(rel) && model_.lookup(*rel);
+    }
+    return false;
   }
 
   static bool is_send(const strace::Call& c) {
@@ -283,7 +323,9 @@ class TraceReader {
       if (strace::truncated(arg))
         throw std::runtime_error("strace cut a string short at line " + std::to_string(c.end_line + 1) +
                                  " (raise -s)");
-    if (!c.returned && n != "write" && n != "pwrite64" && !is_send(c)) return;  // killed before it returned
+    // Killed before it returned: writes may have happened (their bytes are in the trace); a
+    // change of names, as the names after the kill say.
+    if (!c.returned && n != "write" && n != "pwrite64" && !is_send(c) && !took_effect_before_kill(c)) return;
     for (const auto& arg : a)
       if (arg.rfind("-100<", 0) == 0) cwd_ = strace::fd_path(arg);
     if (is_send(c)) {
@@ -517,6 +559,7 @@ class TraceReader {
   crashfs::FsModel model_;
   std::vector<Event> events_;
   size_t phase_ = 0;
+  const Phase* current_ = nullptr;  // the phase being read
   std::vector<strace::Call> calls_;
   std::map<long, std::shared_ptr<detail::FdTable>> tables_;
   std::map<long, std::pair<long, long>> children_;  // child tid -> (parent tid, clone flags)

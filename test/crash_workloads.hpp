@@ -200,6 +200,14 @@ class Recorder {
     if (stop == SIGTERM)
       CHECK_MESSAGE(status == status_after_term, "status " << status.value_or(-1) << ": " << harness::detail::tail(s.out(), 400));
     rec_.phases.push_back({read_file(trace), sync});
+    if (stop == SIGKILL) {
+      // What the dead process left under the root: which of the calls it was killed in took
+      // effect (crash_trace.hpp, Phase).
+      Phase& phase = rec_.phases.back();
+      phase.killed = true;
+      for (const auto& entry : std::filesystem::recursive_directory_iterator(rec_.root))
+        phase.names_after.insert(std::filesystem::relative(entry.path(), rec_.root).string());
+    }
   }
   const Recording& recording() const { return rec_; }
 
