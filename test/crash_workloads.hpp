@@ -199,7 +199,7 @@ class Recorder {
     REQUIRE_MESSAGE(status.has_value(), "the server under strace did not exit");
     if (stop == SIGTERM)
       CHECK_MESSAGE(status == status_after_term, "status " << status.value_or(-1) << ": " << harness::detail::tail(s.out(), 400));
-    rec_.phases.push_back({read_file(trace), sync});
+    rec_.phases.push_back(Phase{read_file(trace), sync, false, {}});
     if (stop == SIGKILL) {
       // What the dead process left under the root: which of the calls it was killed in took
       // effect (crash_trace.hpp, Phase).
