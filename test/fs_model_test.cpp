@@ -183,7 +183,7 @@ TEST_CASE("strace reader: calls, descriptors, positions and sends become model e
   t += "10  rename(\"" + hex("/r/d/f") + "\", \"" + hex("/r/d/g") + "\") = 0\n";
   t += "10  close(3<" + hex("/r/d/g") + ">) = 0\n";
   crash::TraceReader reader(root, {});
-  auto events = reader.read({{t, "always"}}, {});
+  auto events = reader.read({{t, "always", false, {}}}, {});
   std::vector<std::string> kinds;
   for (const auto& e : events) kinds.push_back(e.what.substr(0, e.what.find('(')));
   std::string listed;
