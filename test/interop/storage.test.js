@@ -15,16 +15,21 @@ const { identicalEntries, NUMBER_DIFFERENCES } = require('./lib/entries')
 const ENTRIES = identicalEntries(240)
 
 // Run one server over the entries, then the number cases on a second
-// connection; return the blob files after each step.
+// connection; return the blob files after each step. Both servers are given
+// the same wait for their files: the names each should have (ours makes its
+// blob files just after confirming, Node's before); a name that never comes
+// is reported by the tests below.
 async function storeAll (kind) {
   const dir = h.makeTempDir(`storage-${kind}`)
   const port = kind === 'node' ? await h.freePort() : 0
   const server = await h.startServer({ kind, dir, port })
   try {
     const indices = await h.writeRawEntries(server.port, ENTRIES, { idPrefix: `${kind}-e` })
-    const afterEntries = h.readBlobDir(server.blobs)
+    const entryNames = ENTRIES.map((raw) => h.blobName(h.canonical(JSON.parse(raw))))
+    const afterEntries = await h.readBlobDirWhenComplete(server.blobs, entryNames)
     const numberIndices = await h.writeRawEntries(server.port, NUMBER_DIFFERENCES.map((d) => d.raw), { idPrefix: `${kind}-n` })
-    const afterNumbers = h.readBlobDir(server.blobs)
+    const numberNames = NUMBER_DIFFERENCES.map((d) => h.blobName(kind === 'node' ? h.canonical(JSON.parse(d.raw)) : d.ours))
+    const afterNumbers = await h.readBlobDirWhenComplete(server.blobs, [...entryNames, ...numberNames])
     return { dir, indices, numberIndices, afterEntries, afterNumbers }
   } finally {
     await h.stopServer(server)

@@ -288,6 +288,21 @@ function readBlobDir (blobs) {
   return files
 }
 
+// The blob files of `blobs` once each of `names` ("hh/rest") is there and
+// whole (its bytes hash to its name). Our server confirms at its journal and
+// makes blob files just after (within a second once writes pause), so a test
+// that inspects a running server's files waits for them; bounded by `ms`,
+// after which it returns what is there and the test's own assertion reports
+// what is missing.
+async function readBlobDirWhenComplete (blobs, names, ms = 10000) {
+  const deadline = Date.now() + ms
+  const whole = (name) => {
+    try { return sha256(fs.readFileSync(path.join(blobs, name))) === name.replace('/', '') } catch (_) { return false }
+  }
+  while (![...names].every(whole) && Date.now() < deadline) await sleep(20)
+  return readBlobDir(blobs)
+}
+
 // The canonical form of a parsed entry, as tcp-log-server@10.0.0 stores it
 // (json-stable-stringify: keys in default sort order, JSON.stringify
 // everything else).
@@ -331,6 +346,7 @@ module.exports = {
   makeTempDir,
   once,
   readBlobDir,
+  readBlobDirWhenComplete,
   readLog,
   removeTempDir,
   sha256,
