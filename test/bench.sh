@@ -160,13 +160,16 @@ metric() {
   fi
   echo "$v"
 }
-# settle MPORT: waits (at most 120 s) until the server's journal is empty (every entry made into
-# its blob file and index record, and checkpointed), so that a burst starts with the whole
-# journal before it. At once for a server without a journal (SYNC=none: capacity 0).
-settle() {
+# settle_journal MPORT: waits (at most 120 s) until the server's journal is empty (every entry
+# made into its blob file and index record, and checkpointed), so that a burst starts with the
+# whole journal before it. At once for a server without a journal (SYNC=none: capacity 0).
+# (Named apart from the fairness section's settle: one name for both made the later definition
+# win, and the confirm cells then did not wait at all.)
+settle_journal() {
   local used
   for _ in $(seq 1 1200); do
     used=$(metric "$1" journal_used_bytes)
+    [ -n "$used" ] || { echo "bench: no journal_used_bytes from the metrics port $1" >&2; exit 1; }
     [ "$used" = 0 ] && return 0
     sleep 0.1
   done
@@ -514,18 +517,18 @@ if section confirm; then
         confirm_cell "redis-always/$shape/$size/$fs_state" "$C_REDIS_PORT" "$c" "$w" "$size" "$secs" "$warmup" --redis
         # A burst the journal holds: it starts with the journal empty (the store thread has
         # made the files of the cells before, and a checkpoint retired them).
-        settle "$C_ALWAYS_METRICS"
+        settle_journal "$C_ALWAYS_METRICS"
         confirm_cell "ours-always/$shape/$size/$fs_state" "$C_ALWAYS_PORT" "$c" "$w" "$size" "$secs" "$warmup"
         confirm_cell "ours-none/$shape/$size/$fs_state" "$C_NONE_PORT" "$c" "$w" "$size" "$secs" "$warmup"
         if [ -n "$BASELINE" ]; then
-          [ -z "$C_BASE_METRICS" ] || settle "$C_BASE_METRICS"
+          [ -z "$C_BASE_METRICS" ] || settle_journal "$C_BASE_METRICS"
           confirm_cell "base-always/$shape/$size/$fs_state" "$C_BASE_PORT" "$c" "$w" "$size" "$secs" "$warmup"
         fi
       done
     done
   done
   # Sustained: past what the journal holds, writes go at the pace the store thread makes blobs.
-  settle "$C_ALWAYS_METRICS"
+  settle_journal "$C_ALWAYS_METRICS"
   confirm_cell "ours-always/16x16/100/sustained" "$C_ALWAYS_PORT" 16 16 100 "$SUSTAINED_SECONDS" 5
   line=$("$BENCH" --mode create --label "create-loop/100/sustained" --dir "$WORK/create-loop" \
          --seconds "$SUSTAINED_SECONDS" --size 100) || { echo "bench: create loop failed" >&2; exit 1; }
