@@ -51,8 +51,11 @@
 #             appendfsync always, SYNC=none and BASELINE (SYNC=always), with no file-system sync between cells, first
 #             on a quiet file system, then at once after a large delete (TRAP_FILES files
 #             created and removed: the ext4 trap); 1x1 for BENCH_SECONDS, 1x64 and 16x16 for
-#             a 2 s burst the default journal holds, each of ours starting with the journal
-#             empty (settle: GET /metrics); 100-byte and 1 KiB entries. Then 16x16 of
+#             a burst the default journal holds (2 s, and at most 200,000 entries of 100 B or
+#             30,000 of 1 KiB), each of ours starting with the journal empty
+#             (settle_journal: GET /metrics); 100-byte and 1 KiB entries. Then a 1x64 burst
+#             of twice what the journal takes before a write waits (its max_ms: the wait for a
+#             side's blob files and checkpoint), and 16x16 of
 #             100-byte entries sustained for SUSTAINED_SECONDS, and a plain create-write loop
 #             (write_bench --mode create) on the same file system for as long: the blob files'
 #             own limit.
@@ -83,9 +86,13 @@ SERVER_PID=
 LOAD_PIDS=()
 cleanup() {
   for pid in "${LOAD_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  if [ -n "$SERVER_PID" ]; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+  # Every server, Redis and load this shell started and that still runs (a section interrupted
+  # keeps several: the confirm section runs four servers at once); only our own children.
+  local children
+  children=$(jobs -p)
+  if [ -n "$children" ]; then
+    kill -TERM $children 2>/dev/null || true
+    wait $children 2>/dev/null || true
   fi
   rm -rf "$WORK"
 }
@@ -480,11 +487,11 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 CONFIRM=()
-confirm_cell() {  # confirm_cell LABEL PORT CONNS WINDOW SIZE SECONDS WARMUP [--redis]: no fs sync first
-  local label=$1 port=$2 conns=$3 window=$4 size=$5 secs=$6 warmup=$7 line status=0
-  shift 7
+confirm_cell() {  # confirm_cell LABEL PORT CONNS WINDOW SIZE SECONDS WARMUP WRITES [--redis]: no fs sync first
+  local label=$1 port=$2 conns=$3 window=$4 size=$5 secs=$6 warmup=$7 writes=$8 line status=0
+  shift 8
   line=$(timeout 300 "$BENCH" --port "$port" --mode write --label "$label" --conns "$conns" \
-         --window "$window" --size "$size" --writes 100000000 --seconds "$secs" --warmup "$warmup" "$@") || status=$?
+         --window "$window" --size "$size" --writes "$writes" --seconds "$secs" --warmup "$warmup" "$@") || status=$?
   [ "$status" -eq 0 ] || echo "bench: run failed: $label" >&2
   echo "$line" >&2
   CONFIRM+=("$line")
@@ -512,24 +519,33 @@ if section confirm; then
     fi
     for size in 100 1024; do
       for shape in 1x1 1x64 16x16; do
-        c=${shape%x*} w=${shape#*x} secs=2 warmup=0
-        [ "$shape" = 1x1 ] && secs=$SECONDS_PER_CELL warmup=$WARMUP
-        confirm_cell "redis-always/$shape/$size/$fs_state" "$C_REDIS_PORT" "$c" "$w" "$size" "$secs" "$warmup" --redis
+        # A burst the default journal holds: at most 2 s, and at most as many entries as go in
+        # before a write could wait for the store thread. A side (32 MiB) is checkpointed once
+        # half full and the other side then takes appends, so 1.5 sides go in first: 322,000
+        # records of 100 B, 46,600 of 1 KiB (56 bytes of header each). Past that a burst waits
+        # for a side's blob files (the sustained cell below).
+        c=${shape%x*} w=${shape#*x} secs=2 warmup=0 writes=$((size == 100 ? 200000 : 30000))
+        [ "$shape" = 1x1 ] && secs=$SECONDS_PER_CELL warmup=$WARMUP writes=100000000
+        confirm_cell "redis-always/$shape/$size/$fs_state" "$C_REDIS_PORT" "$c" "$w" "$size" "$secs" "$warmup" "$writes" --redis
         # A burst the journal holds: it starts with the journal empty (the store thread has
         # made the files of the cells before, and a checkpoint retired them).
         settle_journal "$C_ALWAYS_METRICS"
-        confirm_cell "ours-always/$shape/$size/$fs_state" "$C_ALWAYS_PORT" "$c" "$w" "$size" "$secs" "$warmup"
-        confirm_cell "ours-none/$shape/$size/$fs_state" "$C_NONE_PORT" "$c" "$w" "$size" "$secs" "$warmup"
+        confirm_cell "ours-always/$shape/$size/$fs_state" "$C_ALWAYS_PORT" "$c" "$w" "$size" "$secs" "$warmup" "$writes"
+        confirm_cell "ours-none/$shape/$size/$fs_state" "$C_NONE_PORT" "$c" "$w" "$size" "$secs" "$warmup" "$writes"
         if [ -n "$BASELINE" ]; then
           [ -z "$C_BASE_METRICS" ] || settle_journal "$C_BASE_METRICS"
-          confirm_cell "base-always/$shape/$size/$fs_state" "$C_BASE_PORT" "$c" "$w" "$size" "$secs" "$warmup"
+          confirm_cell "base-always/$shape/$size/$fs_state" "$C_BASE_PORT" "$c" "$w" "$size" "$secs" "$warmup" "$writes"
         fi
       done
     done
   done
+  # Past the journal: a burst of twice what goes in before a write waits, quiet file system;
+  # its max_ms is the longest a write waited for a side's blob files and checkpoint.
+  settle_journal "$C_ALWAYS_METRICS"
+  confirm_cell "ours-always/1x64/100/past-journal" "$C_ALWAYS_PORT" 1 64 100 60 0 644000
   # Sustained: past what the journal holds, writes go at the pace the store thread makes blobs.
   settle_journal "$C_ALWAYS_METRICS"
-  confirm_cell "ours-always/16x16/100/sustained" "$C_ALWAYS_PORT" 16 16 100 "$SUSTAINED_SECONDS" 5
+  confirm_cell "ours-always/16x16/100/sustained" "$C_ALWAYS_PORT" 16 16 100 "$SUSTAINED_SECONDS" 5 100000000
   line=$("$BENCH" --mode create --label "create-loop/100/sustained" --dir "$WORK/create-loop" \
          --seconds "$SUSTAINED_SECONDS" --size 100) || { echo "bench: create loop failed" >&2; exit 1; }
   echo "$line" >&2
