@@ -524,7 +524,9 @@ if section confirm; then
         # half full and the other side then takes appends, so 1.5 sides go in first: 322,000
         # records of 100 B, 46,600 of 1 KiB (56 bytes of header each). Past that a burst waits
         # for a side's blob files (the sustained cell below).
-        c=${shape%x*} w=${shape#*x} secs=2 warmup=0 writes=$((size == 100 ? 200000 : 30000))
+        # (--writes counts per connection.)
+        c=${shape%x*} w=${shape#*x} secs=2 warmup=0
+        writes=$(( (size == 100 ? 200000 : 30000) / c ))
         [ "$shape" = 1x1 ] && secs=$SECONDS_PER_CELL warmup=$WARMUP writes=100000000
         confirm_cell "redis-always/$shape/$size/$fs_state" "$C_REDIS_PORT" "$c" "$w" "$size" "$secs" "$warmup" "$writes" --redis
         # A burst the journal holds: it starts with the journal empty (the store thread has
@@ -542,7 +544,7 @@ if section confirm; then
   # Past the journal: a burst of twice what goes in before a write waits, quiet file system;
   # its max_ms is the longest a write waited for a side's blob files and checkpoint.
   settle_journal "$C_ALWAYS_METRICS"
-  confirm_cell "ours-always/1x64/100/past-journal" "$C_ALWAYS_PORT" 1 64 100 60 0 644000
+  confirm_cell "ours-always/1x64/100/past-journal" "$C_ALWAYS_PORT" 1 64 100 90 0 644000 --stall-seconds 120
   # Sustained: past what the journal holds, writes go at the pace the store thread makes blobs.
   settle_journal "$C_ALWAYS_METRICS"
   confirm_cell "ours-always/16x16/100/sustained" "$C_ALWAYS_PORT" 16 16 100 "$SUSTAINED_SECONDS" 5 100000000

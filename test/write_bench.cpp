@@ -35,6 +35,7 @@
 //   --window W   BENCH_WINDOW   max unconfirmed per conn  (1)
 //   --size S     BENCH_SIZE     canonical entry bytes     (200)
 //   --seconds T  BENCH_SECONDS  stop issuing after T s; 0 = no limit (0)
+//   --stall-seconds N  write mode: give up after N s without a confirmation (30)
 //   --warmup U   BENCH_WARMUP   leave out of the figures the writes queued in the first U s,
 //                               and count writes/s from U on (0)
 //   --from F     BENCH_FROM     read mode start index     (1)
@@ -87,6 +88,7 @@ struct Options {
   std::string dir;  // create mode
   long conns = 1, writes = 1000, window = 1, size = 200, from = 1, batch = 1000, rate = 1000;
   double seconds = 0, warmup = 0;
+  double stall_seconds = kStallSeconds;  // write mode: give up after this long with no confirmation
   std::string label;
   bool write_once = false, read = false, stalled = false, redis = false;
 };
@@ -95,7 +97,7 @@ struct Options {
   std::fprintf(stderr,
                "write_bench: %s\nusage: write_bench --port P [--mode write|read] [--conns C] "
                "[--writes M] [--window W] [--size S] [--seconds T] [--warmup U] [--from F] "
-               "[--host H] "
+               "[--host H] [--stall-seconds N] "
                "[--label L] [--redis] [--batch B]\n",
                what);
   std::exit(2);
@@ -147,6 +149,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--warmup") o.warmup = static_cast<double>(to_long("--warmup", v, 0));
     else if (a == "--from") o.from = to_long("--from", v, 0);
     else if (a == "--label") o.label = v;
+    else if (a == "--stall-seconds") o.stall_seconds = static_cast<double>(to_long("--stall-seconds", v, 1));
     else if (a == "--batch") o.batch = to_long("--batch", v, 1);
     else if (a == "--dir") o.dir = v;
     else if (a == "--rate") o.rate = to_long("--rate", v, 1);
@@ -376,8 +379,8 @@ int run_write(const Options& o) {
       }
       c.in.erase(0, start);
     }
-    if (std::chrono::duration<double>(Clock::now() - last_progress).count() > kStallSeconds) {
-      std::fprintf(stderr, "write_bench: no confirmation for %.0f s, giving up\n", kStallSeconds);
+    if (std::chrono::duration<double>(Clock::now() - last_progress).count() > o.stall_seconds) {
+      std::fprintf(stderr, "write_bench: no confirmation for %.0f s, giving up\n", o.stall_seconds);
       break;
     }
   }
