@@ -63,6 +63,10 @@ constexpr int64_t kReadRetryMaxMs = 1000;
 // A checkpoint starts after this long without a commit, if the journal holds entries: the next
 // recovery then replays little, and the journal has room when writes come back.
 constexpr int64_t kCheckpointIdleMs = 1000;
+// How soon writes paced to the store thread (Store::paced()) are tried again: a 100-byte
+// entry's blob file takes the store thread 40-500 us, so a few milliseconds free room for
+// a batch of writes, and the loop does not spin.
+constexpr int64_t kPacedRetryMs = 5;
 
 // A connection that has wanted nothing but input for this long is parked: it leaves the poll
 // set for the epoll set in one of its slots (see Server::park()). poll() costs about 0.25 µs per
@@ -246,6 +250,7 @@ struct Server::Impl {
   bool any_dead_ = false;
 
   std::vector<PendingWrite> batch_;  // writes dispatched and not yet committed or refused
+  bool journal_paced_ = false;      // batch_ waits because room_for() paced it (metrics)
   bool journal_full_ = false;        // some of batch_ wait for the journal's checkpoint
   std::vector<Connection*> waiting_for_journal_;  // with a write line held back meanwhile
   int64_t last_commit_ms_ = 0;

@@ -222,6 +222,9 @@ void write_metrics_text(const Metrics& m, std::string* out) {
            m.journal_capacity_bytes);
   x.scalar("journal_full_total", "counter", "Times writes had to wait for a checkpoint to make room in the journal.",
            m.journal_full);
+  x.scalar("journal_paced_total", "counter",
+           "Times writes began to wait for the store thread to make blob files (paced, before the journal is full).",
+           m.journal_paced);
   x.scalar("store_lag_entries", "gauge",
            "Confirmed entries whose blob file and index record the store thread has not made yet (SYNC=always: "
            "they are read from memory or the journal meanwhile).",

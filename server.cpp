@@ -592,7 +592,12 @@ void Server::Impl::commit_batch() {
     last_commit_ms_ = now_;
   }
   batch_.erase(batch_.begin(), batch_.begin() + static_cast<ptrdiff_t>(done));
-  if (!batch_.empty() && !journal_full_) {
+  // Paced (Store::room_for()): the writes wait a moment for the store thread, no event; the
+  // journal full, they wait for the checkpoint.
+  const bool paced = !batch_.empty() && store_->paced();
+  if (paced && !journal_paced_) counters_.journal_paced++;
+  journal_paced_ = paced;
+  if (!batch_.empty() && !journal_full_ && !paced) {
     counters_.journal_full++;
     Event e = event(EventKind::JournalFull);
     e.count = batch_.size();
@@ -933,6 +938,8 @@ int Server::Impl::poll_timeout() {
   }
   if (shutting_down_) at(now_ + 10);
   if (store_->can_checkpoint()) at(last_commit_ms_ + kCheckpointIdleMs);
+  // Writes paced to the store thread: its progress sends no event; look again shortly.
+  if (journal_full_ && store_->paced()) at(now_ + kPacedRetryMs);
   if (park_candidates_) at(next_park_ms_);
   if (accept_paused_until_ms_ > now_) at(accept_paused_until_ms_);
   if (metrics_http_ && metrics_http_->next_timer_ms() >= 0) at(metrics_http_->next_timer_ms());

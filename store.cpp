@@ -239,6 +239,7 @@ Status Store::open(const Options& options, std::vector<std::string>* warnings) {
                            ::stat(options.index_dir.c_str(), &index_st) == 0 &&
                            blobs_st.st_dev != index_st.st_dev;
   head_ = index_.head();
+  active_first_ = head_ + 1;  // recovery emptied the journal
   worker_ = std::make_unique<Worker>(this);
   opened_ = true;
   return Status::Ok();
@@ -436,6 +437,9 @@ struct Store::Worker {
 void Store::start_checkpoint() {
   checkpoint_started_ns_ = monotonic_ns();  // metrics
   const int side = journal_.switch_sides();
+  checkpoint_first_ = active_first_;
+  checkpoint_last_ = head_;
+  active_first_ = head_ + 1;
   worker_->checkpoint(side, journal_.next_generation());
 }
 
@@ -473,17 +477,38 @@ void Store::checkpoint_if_possible() {
   if (can_checkpoint()) start_checkpoint();
 }
 
+uint64_t Store::paced_limit() const {
+  const uint64_t capacity = journal_.side_capacity(), half = capacity / 2;
+  if (checkpoint_last_ < checkpoint_first_) return capacity;  // a side with no entries
+  const uint64_t entries = checkpoint_last_ - checkpoint_first_ + 1;
+  const uint64_t made_head = index_.head();  // the store thread's progress
+  const uint64_t made = made_head < checkpoint_first_ ? 0 : std::min(entries, made_head - checkpoint_first_ + 1);
+  const uint64_t quarter = (capacity - half) / 2;
+  return half + static_cast<uint64_t>(static_cast<double>(quarter) * static_cast<double>(made) /
+                                      static_cast<double>(entries));
+}
+
 size_t Store::room_for(const std::vector<std::string_view>& bytes) {
   take_worker_failure();
+  paced_ = false;
   if (!journaled() || !refused_.empty()) return bytes.size();  // commit() refuses them itself
   auto fitting = [&] {
     uint64_t room = journal_.room();
+    bool limited = false;
+    if (worker_->checkpoint_running()) {
+      const uint64_t limit = paced_limit(), used = journal_.used();
+      if (used + room > limit) {
+        room = limit > used ? limit - used : 0;
+        limited = true;
+      }
+    }
     size_t n = 0;
     for (; n < bytes.size(); n++) {
       const uint64_t size = Journal::record_size(bytes[n].size());
       if (size > room) break;
       room -= size;
     }
+    paced_ = limited && n < bytes.size();
     return n;
   };
   size_t n = fitting();

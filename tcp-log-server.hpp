@@ -249,6 +249,7 @@ struct Metrics {
   uint64_t journal_used_bytes = 0;      // gauge: records no checkpoint has retired yet
   uint64_t journal_capacity_bytes = 0;  // gauge: records its two sides hold at most
   uint64_t journal_full = 0;            // times writes had to wait for a checkpoint
+  uint64_t journal_paced = 0;           // times writes began to wait for the store thread
   uint64_t store_lag_entries = 0;       // gauge: confirmed entries without their blob file and
                                         // index record yet (the store thread makes them)
   uint64_t checkpoints_failed = 0;      // then writes are refused until restart

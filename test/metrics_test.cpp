@@ -120,7 +120,8 @@ TEST_CASE("GET /metrics is the Prometheus text format 0.0.4 that promtool check 
       {"stopping", "gauge"},             {"connections_open", "gauge"},      {"connections_accepted_total", "counter"},
       {"connections_refused_total", "counter"}, {"connections_closed_total", "counter"}, {"readers", "gauge"},
       {"reader_max_lag_entries", "gauge"}, {"journal_used_bytes", "gauge"}, {"journal_capacity_bytes", "gauge"},
-      {"journal_full_total", "counter"}, {"store_lag_entries", "gauge"}, {"checkpoint_duration_seconds", "histogram"},
+      {"journal_full_total", "counter"}, {"journal_paced_total", "counter"}, {"store_lag_entries", "gauge"},
+      {"checkpoint_duration_seconds", "histogram"},
       {"checkpoints_failed_total", "counter"}, {"journal_sync_duration_seconds", "histogram"},
       {"commit_duration_seconds", "histogram"}, {"input_buffer_bytes", "gauge"}, {"output_buffer_bytes", "gauge"},
       {"log_lines_dropped_total", "counter"}};
