@@ -483,6 +483,7 @@ uint64_t Store::paced_limit() const {
   const uint64_t entries = checkpoint_last_ - checkpoint_first_ + 1;
   const uint64_t made_head = index_.head();  // the store thread's progress
   const uint64_t made = made_head < checkpoint_first_ ? 0 : std::min(entries, made_head - checkpoint_first_ + 1);
+  if (made >= entries) return capacity;  // all made: the checkpoint's syncfs runs; the rest is its
   const uint64_t quarter = (capacity - half) / 2;
   return half + static_cast<uint64_t>(static_cast<double>(quarter) * static_cast<double>(made) /
                                       static_cast<double>(entries));
@@ -503,12 +504,16 @@ size_t Store::room_for(const std::vector<std::string_view>& bytes) {
       }
     }
     size_t n = 0;
+    uint64_t taken = 0;
     for (; n < bytes.size(); n++) {
       const uint64_t size = Journal::record_size(bytes[n].size());
       if (size > room) break;
       room -= size;
+      taken += size;
     }
-    paced_ = limited && n < bytes.size();
+    // Paced only if the pacing is what stops the next record: a half really full waits for
+    // the checkpoint (and says so), as before.
+    paced_ = limited && n < bytes.size() && Journal::record_size(bytes[n].size()) <= journal_.room() - taken;
     return n;
   };
   size_t n = fitting();

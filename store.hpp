@@ -120,9 +120,9 @@ class Store {
   // but while the journal has no room for them and a checkpoint still runs. With no room, it
   // may start a checkpoint (which gives the journal room once it finishes).
   // While a checkpoint runs, the journal's active side fills freely to half, then only as far
-  // as the store thread has made the entries of the side being checkpointed: from half, in
-  // proportion, to three quarters once every entry of that side is made, and to all of it
-  // once the checkpoint finishes (the last quarter is for its syncfs). So a load the
+  // as the store thread has made the entries of the side being checkpointed: from half to
+  // three quarters, in proportion, and all of it once every entry of that side is made (the
+  // last quarter is for the checkpoint's syncfs). So a load the
   // store thread cannot keep up with is slowed to its pace bit by bit, instead of running
   // at the journal's pace until the side is full and then waiting for a whole side's files
   // (measured: 60 s at once, for 644,000 entries of 100 B).
