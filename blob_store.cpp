@@ -43,6 +43,17 @@ bool syncfs_reports_errors() {
   if (!number(&major) || *p++ != '.' || !number(&minor)) return false;
   return major > 5 || (major == 5 && minor >= 8);
 }
+
+// "hh/<62 hex>": a blob's name relative to BLOBS, for the *at() calls on its descriptor.
+struct RelativeName {
+  char text[2 + 1 + 62 + 1];
+  explicit RelativeName(std::string_view hex) {
+    std::memcpy(text, hex.data(), 2);
+    text[2] = '/';
+    std::memcpy(text + 3, hex.data() + 2, 62);
+    text[65] = '\0';
+  }
+};
 }  // namespace
 
 Status BlobStore::open(const std::string& dir, std::vector<std::string>* warnings) {
@@ -171,6 +182,34 @@ Status BlobStore::rename_into_place(std::string_view hex, std::vector<std::strin
 
 void BlobStore::remove_temp(std::string_view hex) const { ::unlink(temp_path(hex).c_str()); }
 
+Status BlobStore::create_in_place(std::string_view hex, std::string_view bytes,
+                                  std::vector<std::string>* dirty_dirs, bool* existed) {
+  *existed = false;
+  if (hex.size() != 64) return Status::Corruption("not a blob name: " + std::string(hex));
+  Status s = ensure_subdir(hex, dirty_dirs);
+  if (!s.ok()) return s;
+  const RelativeName relative(hex);
+  int fd = ::openat(dir_fd_, relative.text, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    if (errno == EEXIST) {
+      *existed = true;
+      return Status::Ok();
+    }
+    return Status::Errno("cannot create blob", path_of(hex), errno);
+  }
+  int err = write_all(fd, bytes.data(), bytes.size());
+  if (err != 0) s = Status::Errno("cannot write blob", path_of(hex), err);
+  if (::close(fd) != 0 && s.ok()) s = Status::Errno("cannot close blob", path_of(hex), errno);
+  if (!s.ok()) {
+    // Torn or unwritten: no later batch may take it for the blob.
+    if (::unlinkat(dir_fd_, relative.text, 0) != 0 && errno != ENOENT) suspect_.insert(std::string(hex));
+    return s;
+  }
+  std::string sub = dir_ + "/" + std::string(hex.substr(0, 2));
+  if (std::find(dirty_dirs->begin(), dirty_dirs->end(), sub) == dirty_dirs->end()) dirty_dirs->push_back(sub);
+  return Status::Ok();
+}
+
 Status BlobStore::sync_blob(std::string_view hex) const {
   const std::string path = path_of(hex);
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -210,12 +249,7 @@ Status BlobStore::read(std::string_view hex, std::string* bytes) const {
   const int flags = O_RDONLY | O_CLOEXEC | (noatime_.load(std::memory_order_relaxed) ? O_NOATIME : 0);
   auto open_blob = [&](int f) {
     if (dir_fd_ < 0 || hex.size() != 64) return ::open(path_of(hex).c_str(), f);
-    char relative[2 + 1 + 62 + 1];
-    std::memcpy(relative, hex.data(), 2);
-    relative[2] = '/';
-    std::memcpy(relative + 3, hex.data() + 2, 62);
-    relative[65] = '\0';
-    return ::openat(dir_fd_, relative, f);
+    return ::openat(dir_fd_, RelativeName(hex).text, f);
   };
   int fd = open_blob(flags);
   if (fd < 0 && errno == EPERM && (flags & O_NOATIME)) {

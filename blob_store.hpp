@@ -1,6 +1,7 @@
 // The blob files: canonical entry bytes named by their SHA-256.
 //   BLOBS/<h0h1>/<h2..h63>   canonical entry bytes, named by their SHA-256
 //   BLOBS/tmp/               blobs being written; renamed into place once whole (and synced)
+//                            (a blob the journal holds is written under its final name)
 #pragma once
 #include <atomic>
 #include <string>
@@ -10,10 +11,12 @@
 
 #include "status.hpp"
 
-// Blob files named by the hash of their bytes. Writes go through BLOBS/tmp and a rename, so a
-// process crash never leaves a partial blob under its final name. A power cut can (a blob
-// renamed without a sync, as SYNC=none does): so a blob is only trusted, and not written again,
-// when its file holds exactly its bytes.
+// Blob files named by the hash of their bytes. Writes of a blob nothing else holds go through
+// BLOBS/tmp and a rename, so that a process crash never leaves a partial blob under its final
+// name. A power cut can (a blob renamed without a sync, as SYNC=none does): so a blob is only
+// trusted, and not written again, when its file holds exactly its bytes. A blob whose bytes the
+// journal holds is written under its final name at once (create_in_place): the journal, not the
+// rename, is what makes it safe.
 class BlobStore {
  public:
   ~BlobStore();
@@ -32,6 +35,17 @@ class BlobStore {
   // added to *dirty_dirs for sync_dirs(). On failure the temp file is removed.
   Status rename_into_place(std::string_view hex, std::vector<std::string>* dirty_dirs);
   void remove_temp(std::string_view hex) const;
+  // Creates the blob under its final name (making hh/ if needed) and writes it, without a sync,
+  // when no file has that name; *existed says one had, and then nothing was done (the caller
+  // looks at it with holds()). One openat relative to BLOBS, one write, one close: no stat, no
+  // temp file, no rename, the cheapest way a file system has to make a file.
+  // Only for a blob whose bytes stay in the journal until a syncfs (or fsync of it and its
+  // directories) that covers this file has returned: until then a crash may leave it absent,
+  // empty or torn under its name, and recovery writes every blob of the journal again
+  // (Store::replay_journal), and no index record names it before it is whole. On failure the
+  // file is removed (or, when it cannot be, not trusted by holds() again).
+  Status create_in_place(std::string_view hex, std::string_view bytes, std::vector<std::string>* dirty_dirs,
+                         bool* existed);
   // syncfs() on the blobs' file system, where it reports write-back errors (Linux >= 5.8).
   bool can_sync_filesystem() const { return can_sync_filesystem_; }
   Status sync_filesystem() const;

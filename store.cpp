@@ -724,8 +724,19 @@ Status Store::make_entries(int side, uint64_t first, uint64_t start, uint64_t en
     records.append(e.hash_hex).push_back('\n');
     // The blobs to write: not stored whole (absent, or damaged by a power cut) and first here.
     if (!in_batch.insert(std::string(e.hash_hex)).second) return Status::Ok();
+    // Absent, the usual case: made under its name at once, as the journal holds its bytes
+    // until the checkpoint's syncfs covers the file (see create_in_place).
+    bool existed = false;
+    Status w = blobs_.create_in_place(e.hash_hex, e.bytes, &dirty_dirs, &existed);
+    if (!w.ok()) return w;
+    if (!existed) {
+      created.emplace_back(e.hash_hex);
+      return w;
+    }
+    // A file has its name: kept if whole, else replaced whole (readers of the entries made
+    // before may be reading it, so never rewritten where it is).
     bool whole = false;
-    Status w = blobs_.holds(e.hash_hex, e.bytes, &whole);
+    w = blobs_.holds(e.hash_hex, e.bytes, &whole);
     if (!w.ok() || whole) return w;
     w = blobs_.write_temp(e.hash_hex, e.bytes, false);
     if (w.ok()) w = blobs_.rename_into_place(e.hash_hex, &dirty_dirs);

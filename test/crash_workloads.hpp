@@ -574,11 +574,12 @@ inline Recorder& failed_checkpoint(Recorder& r) {
   return r;
 }
 
-// The store thread cannot make a confirmed entry's blob (ENOSPC injected into its third
-// rename: strace counts per thread, and the loop's only rename, the journal's creation, comes
-// at startup): the entries stay confirmed and readable, every later write is refused, SIGTERM
-// exits 1 with the journal left to replay; the next server replays it, serves every confirmed
-// entry and takes one more write.
+// The store thread cannot make a confirmed entry's blob (ENOSPC injected into the mkdir of the
+// fifth hh/ directory it makes: strace counts per thread, and the loop makes at most four
+// directories, all at startup; each new entry here is the first of its hh/ with near
+// certainty, and one that is not only delays the failure by an entry): the entries stay
+// confirmed and readable, every later write is refused, SIGTERM exits 1 with the journal left
+// to replay; the next server replays it, serves every confirmed entry and takes one more write.
 inline Recorder& failed_making(Recorder& r) {
   r.run("always", [&](int port) {
     Client reader(port);
@@ -593,10 +594,10 @@ inline Recorder& failed_making(Recorder& r) {
       if (confirmed(reply[0])) confirmed_writes++;
       else refused = reply[0].find("could not be made") != std::string::npos;
     }
-    REQUIRE_MESSAGE(refused, "no write was refused after the injected rename failure");
-    REQUIRE(confirmed_writes >= 3);
+    REQUIRE_MESSAGE(refused, "no write was refused after the injected mkdir failure");
+    REQUIRE(confirmed_writes >= 5);
     follow_to(reader, confirmed_writes);
-  }, SIGTERM, {"inject=rename:error=ENOSPC:when=3"}, 1);
+  }, SIGTERM, {"inject=mkdir:error=ENOSPC:when=5"}, 1);
   r.run("always", [&](int port) {
     Client c(port);
     REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("fm-after", 990, 100))})[0]));
@@ -605,10 +606,11 @@ inline Recorder& failed_making(Recorder& r) {
   return r;
 }
 
-// Confirmations ahead of their files: every rename is delayed 30 ms (strace delay_enter), so the
-// store thread falls behind the writer, whose writes are confirmed at their journal sync: when
-// a confirmation goes out most of the entries before it have no blob file yet, one has its temp
-// file, and the last made has its blob but no index record. The power cuts of this trace fall
+// Confirmations ahead of their files: every write(2) is delayed 30 ms (strace delay_enter; the
+// loop writes only its log lines with it, the store thread each new blob's bytes), so the store
+// thread falls behind the writer, whose writes are confirmed at their journal sync: when a
+// confirmation goes out most of the entries before it have no blob file yet, one has its file
+// created under its name and still empty, and the last made has its blob but no index record. The power cuts of this trace fall
 // between a confirmation and its blob, and between a blob and its index record, for many
 // entries at once. A reader follows them all (from memory and the journal); the server is
 // killed (SIGKILL) while the store thread is still behind, and the next start makes the rest
@@ -626,7 +628,7 @@ inline Recorder& confirmed_before_made(Recorder& r) {
     const long long index_bytes = std::max(0LL, file_size(r.leveldb() + "/index"));
     CHECK_MESSAGE(index_bytes <= static_cast<long long>(kWrites / 2 * kRecordSize), index_bytes << " bytes of index already");
     follow_to(reader, kWrites);
-  }, SIGKILL, {"inject=rename:delay_enter=30000"});
+  }, SIGKILL, {"inject=write:delay_enter=30000"});
   r.run("always", [&](int port) {
     Client c(port);
     REQUIRE(confirmed(send_batch(c, {noted(r, entry_write("cm-after", 899, 100))})[0]));

@@ -431,11 +431,20 @@ inline std::string path_arg(const strace::Call& c, size_t i = 0) {
   return strace::fd_path(c.args[i]);
 }
 
+// The path an *at() call names (its argument `i`, after the directory descriptor), made whole
+// when it is relative to the descriptor (-y shows the descriptor's path: "3</x/blobs>").
+inline std::string at_path_arg(const strace::Call& c, size_t i = 1) {
+  std::string p = path_arg(c, i);
+  if (p.empty() || p[0] == '/' || i == 0 || c.args.size() <= i - 1) return p;
+  const std::string dir = strace::fd_path(c.args[i - 1]);
+  return dir.empty() || dir[0] != '/' ? p : dir + "/" + p;
+}
+
 // What a call concerns, the same from run to run: its name and the path it names or writes,
 // from the store's directories on ("pwrite64 /leveldb/index"); the log for stdout.
 inline std::string call_key(const strace::Call& c) {
   std::string path;
-  if (c.name == "openat" || c.name == "newfstatat" || c.name == "unlinkat" || c.name == "mkdirat") path = path_arg(c, 1);
+  if (c.name == "openat" || c.name == "newfstatat" || c.name == "unlinkat" || c.name == "mkdirat") path = at_path_arg(c, 1);
   else path = path_arg(c, 0);
   if (!c.args.empty() && strace::string_arg(c.args[0]) == std::nullopt) {
     const long fd = static_cast<long>(strace::int_arg(c.args[0]));
@@ -457,6 +466,15 @@ inline bool ends_with(const std::string& s, const std::string& tail) {
 inline bool is_journal(const std::string& p) { return ends_with(p, "/leveldb/journal"); }
 inline bool is_index(const std::string& p) { return ends_with(p, "/leveldb/index"); }
 inline bool is_blob_tmp(const std::string& p) { return p.find("/blobs/tmp/") != std::string::npos; }
+// A blob under its final name: .../blobs/<2 hex>/<62 hex>.
+inline bool is_blob_final(const std::string& p) {
+  const size_t at = p.rfind("/blobs/");
+  return at != std::string::npos && p.size() == at + 7 + 2 + 1 + 62 && p[at + 9] == '/' &&
+         p.compare(at + 7, 3, "tmp") != 0;
+}
+// A blob file being written: a temp file (SYNC=none, and rewrites) or one under its name (the
+// store thread creates new blobs there).
+inline bool is_blob_file(const std::string& p) { return is_blob_tmp(p) || is_blob_final(p); }
 
 // The calls of a trace, with the one thread that answers clients told apart.
 struct Trace {
@@ -510,7 +528,7 @@ inline Call dry_call(const strace::Call& c, int occurrence, size_t batch, const 
   call.occurrence = occurrence;
   call.batch = batch;
   call.result = c.result;
-  call.target = c.name == "openat" && c.args.size() >= 2 ? strace::string_arg(c.args[1]).value_or("") : path_arg(c);
+  call.target = c.name == "openat" && c.args.size() >= 2 ? at_path_arg(c, 1) : path_arg(c);
   call.key = call_key(c);
   std::string args;
   for (const auto& a : c.args) args += (args.empty() ? "" : ", ") + a.substr(0, 70);
@@ -573,15 +591,20 @@ inline DryRun dry_run(const std::string& sync) {
   dry.store_trace = read_file(store_trace);
   std::map<std::string, int> store_count;
   size_t store_appends = 0;  // index appends of the store thread so far
+  std::set<long> writing;    // its descriptors open for writing
   for (const auto& c : strace::parse(dry.store_trace)) {
     const int occurrence = ++store_count[c.name];
     const std::string path = path_arg(c);
+    const long fd = c.args.empty() ? -1 : static_cast<long>(strace::int_arg(c.args[0]));
+    if (c.name == "openat" && c.result >= 0 && c.args.size() >= 3 && c.args[2].find("O_RDONLY") == std::string::npos)
+      writing.insert(c.result);
+    const bool closes_written = c.name == "close" && writing.erase(fd) > 0;
     // Its write to the loop's pipe (a checkpoint finished) is not a store's write.
-    if (store_appends >= kFaultBatches || (c.name == "write" && !is_blob_tmp(path))) continue;
+    if (store_appends >= kFaultBatches || (c.name == "write" && !is_blob_file(path))) continue;
     Call call = dry_call(c, occurrence, store_appends + 1, dir.path());
     // Every call is a step of making the entries durable, a failed lookup of a stored blob
     // too (it must not be taken for "absent"); but the close of a blob read to compare it.
-    call.expect = c.name == "close" && !is_blob_tmp(path) ? Call::Expect::Either : Call::Expect::Fail;
+    call.expect = c.name == "close" && !closes_written ? Call::Expect::Either : Call::Expect::Fail;
     if (c.name == "pwrite64" && is_index(path)) store_appends++;
     dry.store_calls.push_back(call);
   }
@@ -724,7 +747,8 @@ inline void fault_matrix(const std::string& sync) {
   // Every step of the commit order appears in the trace.
   CHECK(per_making["openat"] > 0);
   CHECK(per_making["write"] > 0);
-  CHECK(per_making["rename"] > 0);
+  // New blobs: the store thread's are created under their names, the loop's renamed there.
+  CHECK((per_making["rename"] > 0) == !always);
   CHECK(per_making["mkdir"] > 0);
   CHECK(per_making["pwrite64"] >= static_cast<int>(kFaultBatches));
   // No sync of any file but the journal, and no syncfs, in the thread that answers clients;
@@ -779,11 +803,12 @@ inline void fault_matrix(const std::string& sync) {
       CHECK(syncs.empty());
     }
     if (b == kBigBatch) {
-      // Every new blob's temp file opened, written, closed and renamed: ENOSPC runs on each.
+      // Every new blob's file opened, written and closed (and under SYNC=none renamed): ENOSPC
+      // runs on each.
       CHECK(fail["openat"] >= static_cast<int>(kBigNew));
       CHECK(fail["write"] >= static_cast<int>(kBigNew));
       CHECK(fail["close"] >= static_cast<int>(kBigNew));
-      CHECK(fail["rename"] == static_cast<int>(kBigNew));
+      CHECK(fail["rename"] == (always ? 0 : static_cast<int>(kBigNew)));
       CHECK(fail["mkdir"] >= 2);
     }
   }
@@ -936,7 +961,7 @@ inline void check_commit_order(const std::string& text, const std::string& sync,
   for (const auto& c : t.calls) {
     if (c.tid != t.main_tid) {
       const std::string p = path_arg(c);
-      if (c.name == "write" && !is_blob_tmp(p)) continue;  // its write to the loop's pipe
+      if (c.name == "write" && !is_blob_file(p)) continue;  // its write to the loop's pipe
       if (c.name == "syncfs" || (is_journal(p) && (c.name == "pwrite64" || c.name == "fdatasync"))) {
         checkpoint.push_back(&c);
         continue;
@@ -1045,17 +1070,42 @@ inline void check_commit_order(const std::string& text, const std::string& sync,
       CHECK_MESSAGE(journal_sync < 0, "a journal sync under SYNC=none");
     }
     first_index += sent[b].size();
-    // Each new blob: through a temp file, renamed into place, after the journal sync, before
-    // the index append.
-    std::set<std::string> temps_opened, temps_renamed;
+    // Each new blob, after the journal sync and before the index append, with no sync: under
+    // SYNC=always created under its name by the store thread (openat O_CREAT|O_EXCL, write,
+    // close: the journal holds its bytes until the checkpoint's syncfs); under SYNC=none through
+    // a temp file, renamed into place.
+    std::set<std::string> temps_opened, temps_renamed, created;
     for (size_t i = 0; i < ev.size(); i++) {
       const auto& c = *ev[i];
       if (c.name == "openat" && c.args.size() >= 3) {
-        std::string p = strace::string_arg(c.args[1]).value_or("");
+        std::string p = at_path_arg(c, 1);
         const bool writing = c.args[2].find("O_WRONLY") != std::string::npos || c.args[2].find("O_RDWR") != std::string::npos;
-        if (p.rfind(blobs + "/", 0) == 0 && writing)
-          CHECK_MESSAGE(p.rfind(tmp, 0) == 0, "a blob opened for writing under its final name: " << p);
+        if (writing && is_blob_final(p)) {
+          CHECK_MESSAGE(always, "a blob opened for writing under its final name under SYNC=none: " << p);
+          CHECK_MESSAGE(c.args[2].find("O_CREAT") != std::string::npos, p);
+          CHECK_MESSAGE(c.args[2].find("O_EXCL") != std::string::npos, "a blob's file opened under its name without O_EXCL: " << p);
+          CHECK_MESSAGE(c.args[2].find("O_TRUNC") == std::string::npos, p);
+          CHECK(static_cast<long>(i) < append);
+          // A blob stored before: its name is taken, and it is looked at, not written.
+          if (c.result < 0) {
+            CHECK_MESSAGE(c.error == "EEXIST", c.error << " creating " << p);
+            continue;
+          }
+          // Its life: write(s), then close, all before the index append; no sync.
+          long wrote = -1, closed = -1;
+          for (size_t j = i + 1; j < ev.size(); j++) {
+            const auto& x = *ev[j];
+            if (x.name == "write" && path_arg(x) == p && closed < 0) wrote = static_cast<long>(j);
+            if (x.name == "close" && path_arg(x) == p && closed < 0) closed = static_cast<long>(j);
+          }
+          CHECK_MESSAGE(wrote > static_cast<long>(i), "blob not written after its creation: " << p);
+          CHECK_MESSAGE(closed > wrote, "blob not closed after its write: " << p);
+          CHECK_MESSAGE(closed < append, "blob closed after the index append: " << p);
+          created.insert(p);
+          checked++;
+        }
         if (p.rfind(tmp, 0) == 0) {
+          CHECK_MESSAGE(!always, "a temp blob file under SYNC=always: " << p);
           temps_opened.insert(p);
           CHECK_MESSAGE(c.args[2].find("O_CREAT") != std::string::npos, p);
           CHECK_MESSAGE(c.args[2].find("O_TRUNC") != std::string::npos, p);
@@ -1082,9 +1132,16 @@ inline void check_commit_order(const std::string& text, const std::string& sync,
       CHECK_MESSAGE(closed > wrote, "temp blob not closed before the rename: " << to);
       checked++;
     }
-    // Every new blob of the batch, and only those, went through a temp file and a rename.
-    CHECK_MESSAGE(temps_opened.size() == fresh[b], temps_opened.size() << " temp files opened");
-    CHECK(temps_renamed == temps_opened);
+    // Every new blob of the batch, and only those, made so.
+    if (always) {
+      CHECK_MESSAGE(created.size() == fresh[b], created.size() << " blob files created");
+      CHECK(temps_opened.empty());
+      CHECK(temps_renamed.empty());
+    } else {
+      CHECK_MESSAGE(temps_opened.size() == fresh[b], temps_opened.size() << " temp files opened");
+      CHECK(temps_renamed == temps_opened);
+      CHECK(created.empty());
+    }
   }
   size_t all_new = 0;
   for (size_t b = 0; b + 1 < sent.size(); b++) all_new += fresh[b];

@@ -388,14 +388,18 @@ TEST_CASE("SYNC=always: a blob the store thread cannot make leaves its entry con
     Store store;
     open_store(store, dir);
     commit_range(store, 1, 2);
-    // A directory where the temp file must go makes the blob write fail, after the commit.
+    // A file where the blob's hh/ directory must go makes the blob's creation fail (ENOTDIR),
+    // after the commit.
     std::string hex = sha256_hex(entry_text(3)), bytes = entry_text(3);
-    REQUIRE(::mkdir((dir.blobs() + "/tmp/" + hex).c_str(), 0755) == 0);
+    const std::string hh = dir.blobs() + "/" + hex.substr(0, 2);
+    struct stat st {};
+    REQUIRE_MESSAGE(::stat(hh.c_str(), &st) != 0, "entries 1 and 2 made " << hh);
+    write_file(hh, "not a directory");
     REQUIRE(store.commit({hex}, {bytes}).ok());  // durable in the journal: confirmed
     CHECK(store.head() == 3);
     Status settled = store.settle();
     CHECK_FALSE(settled.ok());
-    CHECK(settled.error.find(dir.blobs() + "/tmp/" + hex) != std::string::npos);
+    CHECK_MESSAGE(settled.error.find("cannot create blob " + hh + "/" + hex.substr(2)) != std::string::npos, settled.error);
     CHECK(store.made_head() == 2);
     CHECK(file_size(dir.index_file()) == 2 * 65);
     // Read from its journal record.
@@ -408,11 +412,11 @@ TEST_CASE("SYNC=always: a blob the store thread cannot make leaves its entry con
     Status later = store.commit({hex4}, {bytes4});
     CHECK_FALSE(later.ok());
     CHECK(later.error.find("writes are refused until the server restarts") == 0);
-    CHECK(later.error.find(dir.blobs() + "/tmp/" + hex) != std::string::npos);
+    CHECK(later.error.find(hh + "/" + hex.substr(2)) != std::string::npos);
     CHECK(store.head() == 3);
     // The stop leaves the journal for the next start.
     CHECK_FALSE(store.close().ok());
-    REQUIRE(::rmdir((dir.blobs() + "/tmp/" + hex).c_str()) == 0);
+    REQUIRE(::unlink(hh.c_str()) == 0);
   }
   Store again;
   std::vector<std::string> warnings = open_store(again, dir);

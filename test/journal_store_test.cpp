@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "test/durability_harness.hpp"
+#include "test/fault_harness.hpp"
 #include "test/metrics_harness.hpp"
 #include "test/harness.hpp"
 
@@ -96,21 +97,21 @@ TEST_CASE("journal: writes are confirmed and read (stream and batch, from memory
   std::string strace = dur::find_program("strace");
   REQUIRE_MESSAGE(!strace.empty(), "strace is needed (make check-deps installs it)");
   TempDir dir;
-  // Every rename waits 3 s (strace delays it): the store thread, which renames each new blob
-  // into place, makes one blob file every 3 s, while writes go on. 150 entries of 64 KiB are
-  // more than the 8 MiB of recent entries the server keeps in memory: the first of them can
-  // only come from their journal records.
+  // Every openat of the store thread waits 3 s (an strace attached to that thread alone delays
+  // it): the store thread, which creates each new blob file with one openat, makes one every
+  // 3 s, while writes go on. 150 entries of 64 KiB are more than the 8 MiB of recent entries
+  // the server keeps in memory: the first of them can only come from their journal records.
   constexpr int kEntries = 150;
   const std::string pad(64 * 1024, 'p');
   auto entry = [&](int i) { return "{\"n\":" + std::to_string(i) + ",\"p\":\"" + pad + "\"}"; };
   std::vector<std::string> hashes;
   for (int i = 1; i <= kEntries; i++) hashes.push_back(sha256_hex(entry(i)));
   {
-    dur::Wrapped s(dir.path(),
-                   {strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=rename", "-e",
-                    "inject=rename:delay_enter=3000000"},
+    dur::Wrapped s(dir.path(), {},
                    {{"PORT", "0"}, {"BLOBS", dir / "blobs"}, {"LEVELDB", dir / "leveldb"}, {"METRICS", "127.0.0.1:0"}});
     REQUIRE(s.start(30s));
+    fault::Attached slowed(dir.path(), fault::thread_named(s.server_pid(), "store"),
+                           {"-e", "trace=openat", "-e", "inject=openat:delay_enter=3000000"}, dir / "store.trace");
     Client writer(s.port());
     std::string batch;
     for (int i = 1; i <= kEntries; i++) batch += write_msg("w" + std::to_string(i), entry(i)) + "\n";

@@ -3,6 +3,8 @@
  *
  *   SHIM_PATH   substring of the file's path (/proc/self/fd/N) that selects the calls,
  *               e.g. "/leveldb/index" or "/blobs/tmp/"
+ *   SHIM_EXCLUDE  substring of the paths never selected, even when SHIM_PATH is in them
+ *               (e.g. "/blobs/LOCK" beside SHIM_PATH "/blobs/")
  *   SHIM_NTH    the Nth selected write/pwrite call (1-based) is the short one
  *   SHIM_BYTES  how many bytes that call writes (clamped to 1..n-1; 0 or absent: n/2)
  *   SHIM_FAILS  how many selected calls after it fail with ENOSPC (default 1; the rest succeed)
@@ -25,6 +27,7 @@ static ssize_t (*real_pwrite)(int, const void*, size_t, off_t);
 static ssize_t (*real_pwrite64)(int, const void*, size_t, off_t);
 
 static const char* shim_path;
+static const char* shim_exclude;
 static long shim_nth, shim_bytes, shim_fails = 1;
 static long seen;       /* selected calls so far */
 static long fails_left; /* ENOSPC still to return after the short write */
@@ -37,6 +40,7 @@ __attribute__((constructor)) static void shim_init(void) {
   real_pwrite = (ssize_t(*)(int, const void*, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
   real_pwrite64 = (ssize_t(*)(int, const void*, size_t, off_t))dlsym(RTLD_NEXT, "pwrite64");
   shim_path = getenv("SHIM_PATH");
+  shim_exclude = getenv("SHIM_EXCLUDE");
   const char* s = getenv("SHIM_NTH");
   shim_nth = s ? atol(s) : 0;
   s = getenv("SHIM_BYTES");
@@ -63,6 +67,7 @@ static int selected(int fd) {
   errno = saved;
   if (n <= 0) return 0;
   path[n] = 0;
+  if (shim_exclude && *shim_exclude && strstr(path, shim_exclude) != NULL) return 0;
   return strstr(path, shim_path) != NULL;
 }
 
