@@ -56,9 +56,9 @@
 #             (settle_journal: GET /metrics); 100-byte and 1 KiB entries. Then a 1x64 burst
 #             of twice what the journal takes before a write waits (its max_ms: the wait for a
 #             side's blob files and checkpoint), and 16x16 of
-#             100-byte entries sustained for SUSTAINED_SECONDS, and a plain create-write loop
-#             (write_bench --mode create) on the same file system for as long: the blob files'
-#             own limit.
+#             100-byte entries sustained for SUSTAINED_SECONDS (both also for BASELINE), and a
+#             plain create-write loop (write_bench --mode create) on the same file system for as
+#             long: the blob files' own limit.
 #   fanout    100 readers following the log while one writer sends 1,000 writes/s for
 #             BENCH_SECONDS x 2: the latency of each entry to each reader, ours SYNC=always,
 #             Redis appendfsync always (XREAD BLOCK) and BASELINE, each on a fresh store
@@ -545,9 +545,17 @@ if section confirm; then
   # its max_ms is the longest a write waited for a side's blob files and checkpoint.
   settle_journal "$C_ALWAYS_METRICS"
   confirm_cell "ours-always/1x64/100/past-journal" "$C_ALWAYS_PORT" 1 64 100 90 0 644000 --stall-seconds 120
+  if [ -n "$BASELINE" ]; then
+    [ -z "$C_BASE_METRICS" ] || settle_journal "$C_BASE_METRICS"
+    confirm_cell "base-always/1x64/100/past-journal" "$C_BASE_PORT" 1 64 100 90 0 644000 --stall-seconds 120
+  fi
   # Sustained: past what the journal holds, writes go at the pace the store thread makes blobs.
   settle_journal "$C_ALWAYS_METRICS"
   confirm_cell "ours-always/16x16/100/sustained" "$C_ALWAYS_PORT" 16 16 100 "$SUSTAINED_SECONDS" 5 100000000
+  if [ -n "$BASELINE" ]; then
+    [ -z "$C_BASE_METRICS" ] || settle_journal "$C_BASE_METRICS"
+    confirm_cell "base-always/16x16/100/sustained" "$C_BASE_PORT" 16 16 100 "$SUSTAINED_SECONDS" 5 100000000
+  fi
   line=$("$BENCH" --mode create --label "create-loop/100/sustained" --dir "$WORK/create-loop" \
          --seconds "$SUSTAINED_SECONDS" --size 100) || { echo "bench: create loop failed" >&2; exit 1; }
   echo "$line" >&2
@@ -643,7 +651,9 @@ if section confirm; then
       done
     done
   done
-  echo "sustained 16x16, 100 B, ${SUSTAINED_SECONDS} s: ours/create-loop $(cratio ours-always/16x16/100/sustained create-loop/100/sustained)"
+  echo "sustained 16x16, 100 B, ${SUSTAINED_SECONDS} s: ours/create-loop $(cratio ours-always/16x16/100/sustained create-loop/100/sustained)" \
+       "base/create-loop $(cratio base-always/16x16/100/sustained create-loop/100/sustained)"
+  echo "past the journal, 1x64, 100 B: ours/base-always $(cratio ours-always/1x64/100/past-journal base-always/1x64/100/past-journal)"
   echo
 fi
 if section fanout; then
