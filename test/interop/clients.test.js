@@ -238,7 +238,7 @@ for (const { version, Client, echoesOwnWrites } of CLIENTS) {
       const sizes = () => fs.readdirSync(server.leveldb)
         .map((f) => fs.statSync(path.join(server.leveldb, f)))
         .filter((s) => s.isFile()).map((s) => s.size)
-      await h.waitUntil(() => sizes().includes(head * 65), 10000, `an index file of ${head} records (${head * 65} bytes) in LEVELDB; sizes: ${sizes()}`)
+      await h.waitUntil(() => sizes().includes(head * 65), 10000, () => `an index file of ${head} records (${head * 65} bytes) in LEVELDB; sizes: ${sizes()}`)
       assert.deepEqual(state.errors, [])
     })
 

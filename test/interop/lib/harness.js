@@ -64,10 +64,14 @@ function withTimeout (promise, ms, what) {
 }
 
 // Poll `predicate` every 10 ms until it is true; bounded.
+// `what` names what is awaited; a function is called when the wait times out, so that the
+// message says what was there at the end, not at the start.
 async function waitUntil (predicate, ms, what) {
   const deadline = Date.now() + ms
   while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for ${typeof what === 'function' ? what() : what}`)
+    }
     await sleep(10)
   }
 }
