@@ -19,6 +19,7 @@
 #   BENCH_OUT       directory of the results file, results.txt (default: build/bench)
 #   REDIS_BATCH     entries per XRANGE request in the reads section's Redis read (default 1000)
 #   SUSTAINED_SECONDS  the confirm section's sustained cell and create loop (default 60)
+#   CONFIRM_PARTS      the confirm section's parts to run: "bursts past sustained" (default)
 #   TRAP_FILES      files the confirm section creates and removes before its second round
 #                   (default 200000)
 #
@@ -183,6 +184,14 @@ settle_journal() {
   echo "bench: the journal did not empty within 120 s (used: $used)" >&2
 }
 
+# settle_servers: waits until the journal of each server of the confirm section with a metrics
+# port is empty, so that no cell runs beside another server's store thread still making the
+# blob files of the cell before (a cell must have the machine to itself, as Redis's does).
+settle_servers() {
+  settle_journal "$C_ALWAYS_METRICS"
+  [ -z "${C_BASE_METRICS:-}" ] || settle_journal "$C_BASE_METRICS"
+}
+
 # field LINE KEY: the value of KEY=value in a summary line.
 field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 
@@ -267,6 +276,9 @@ ram=$(awk '/^MemTotal:/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
 } >"$RESULTS_FILE"
 
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
+# The confirm section's parts (CONFIRM_PARTS, default all three): bursts, past, sustained.
+CONFIRM_PARTS=${CONFIRM_PARTS:-bursts past sustained}
+part() { [[ " $CONFIRM_PARTS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------------------------------------
 if section writes; then
@@ -511,6 +523,7 @@ if section confirm; then
     C_BASE_PORT=$PORT C_BASE_METRICS=$METRICS_PORT C_PIDS+=("$SERVER_PID")
   fi
   for fs_state in quiet after-delete; do
+    part bursts || continue
     if [ "$fs_state" = after-delete ]; then
       # The ext4 trap: file creation stays slow for a while after many files are removed.
       mkdir -p "$WORK/trap"
@@ -528,14 +541,16 @@ if section confirm; then
         c=${shape%x*} w=${shape#*x} secs=2 warmup=0
         writes=$(( (size == 100 ? 200000 : 30000) / c ))
         [ "$shape" = 1x1 ] && secs=$SECONDS_PER_CELL warmup=$WARMUP writes=100000000
+        # Each cell starts with every journal empty: ours' burst is one the journal holds, and
+        # no store thread is still making the files of the cell before beside it.
+        settle_servers
         confirm_cell "redis-always/$shape/$size/$fs_state" "$C_REDIS_PORT" "$c" "$w" "$size" "$secs" "$warmup" "$writes" --redis
-        # A burst the journal holds: it starts with the journal empty (the store thread has
-        # made the files of the cells before, and a checkpoint retired them).
-        settle_journal "$C_ALWAYS_METRICS"
+        settle_servers
         confirm_cell "ours-always/$shape/$size/$fs_state" "$C_ALWAYS_PORT" "$c" "$w" "$size" "$secs" "$warmup" "$writes"
+        settle_servers
         confirm_cell "ours-none/$shape/$size/$fs_state" "$C_NONE_PORT" "$c" "$w" "$size" "$secs" "$warmup" "$writes"
         if [ -n "$BASELINE" ]; then
-          [ -z "$C_BASE_METRICS" ] || settle_journal "$C_BASE_METRICS"
+          settle_servers
           confirm_cell "base-always/$shape/$size/$fs_state" "$C_BASE_PORT" "$c" "$w" "$size" "$secs" "$warmup" "$writes"
         fi
       done
@@ -543,25 +558,30 @@ if section confirm; then
   done
   # Past the journal: a burst of twice what goes in before a write waits, quiet file system;
   # its max_ms is the longest a write waited for a side's blob files and checkpoint.
-  settle_journal "$C_ALWAYS_METRICS"
-  confirm_cell "ours-always/1x64/100/past-journal" "$C_ALWAYS_PORT" 1 64 100 90 0 644000 --stall-seconds 120
-  if [ -n "$BASELINE" ]; then
-    [ -z "$C_BASE_METRICS" ] || settle_journal "$C_BASE_METRICS"
-    confirm_cell "base-always/1x64/100/past-journal" "$C_BASE_PORT" 1 64 100 90 0 644000 --stall-seconds 120
+  if part past; then
+    settle_servers
+    confirm_cell "ours-always/1x64/100/past-journal" "$C_ALWAYS_PORT" 1 64 100 90 0 644000 --stall-seconds 120
+    if [ -n "$BASELINE" ]; then
+      settle_servers
+      confirm_cell "base-always/1x64/100/past-journal" "$C_BASE_PORT" 1 64 100 90 0 644000 --stall-seconds 120
+    fi
   fi
   # Sustained: past what the journal holds, writes go at the pace the store thread makes blobs.
-  settle_journal "$C_ALWAYS_METRICS"
-  confirm_cell "ours-always/16x16/100/sustained" "$C_ALWAYS_PORT" 16 16 100 "$SUSTAINED_SECONDS" 5 100000000
-  if [ -n "$BASELINE" ]; then
-    [ -z "$C_BASE_METRICS" ] || settle_journal "$C_BASE_METRICS"
-    confirm_cell "base-always/16x16/100/sustained" "$C_BASE_PORT" 16 16 100 "$SUSTAINED_SECONDS" 5 100000000
+  if part sustained; then
+    settle_servers
+    confirm_cell "ours-always/16x16/100/sustained" "$C_ALWAYS_PORT" 16 16 100 "$SUSTAINED_SECONDS" 5 100000000
+    if [ -n "$BASELINE" ]; then
+      settle_servers
+      confirm_cell "base-always/16x16/100/sustained" "$C_BASE_PORT" 16 16 100 "$SUSTAINED_SECONDS" 5 100000000
+    fi
+    settle_servers
+    line=$("$BENCH" --mode create --label "create-loop/100/sustained" --dir "$WORK/create-loop" \
+           --seconds "$SUSTAINED_SECONDS" --size 100) || { echo "bench: create loop failed" >&2; exit 1; }
+    echo "$line" >&2
+    CONFIRM+=("$line")
+    record "$line"
+    rm -rf "$WORK/create-loop"
   fi
-  line=$("$BENCH" --mode create --label "create-loop/100/sustained" --dir "$WORK/create-loop" \
-         --seconds "$SUSTAINED_SECONDS" --size 100) || { echo "bench: create loop failed" >&2; exit 1; }
-  echo "$line" >&2
-  CONFIRM+=("$line")
-  record "$line"
-  rm -rf "$WORK/create-loop"
   kill -TERM "${C_PIDS[@]}" "$C_REDIS_PID"
   wait "${C_PIDS[@]}" "$C_REDIS_PID" || true
   SERVER_PID=
