@@ -122,6 +122,11 @@ Status BlobStore::holds(std::string_view hex, std::string_view bytes, bool* whol
   return Status::Ok();
 }
 
+void BlobStore::note_dirty_subdir(std::string_view hex, std::vector<std::string>* dirty_dirs) const {
+  std::string sub = dir_ + "/" + std::string(hex.substr(0, 2));
+  if (std::find(dirty_dirs->begin(), dirty_dirs->end(), sub) == dirty_dirs->end()) dirty_dirs->push_back(sub);
+}
+
 Status BlobStore::ensure_subdir(std::string_view hex, std::vector<std::string>* dirty_dirs) {
   int slot = lowercase_hex_value(hex[0]) * 16 + lowercase_hex_value(hex[1]);
   if (subdir_durable_[slot]) return Status::Ok();
@@ -174,9 +179,7 @@ Status BlobStore::rename_into_place(std::string_view hex, std::vector<std::strin
     remove_temp(hex);
     return s;
   }
-  std::string sub = final_path.substr(0, dir_.size() + 3);
-  if (std::find(dirty_dirs->begin(), dirty_dirs->end(), sub) == dirty_dirs->end())
-    dirty_dirs->push_back(sub);
+  note_dirty_subdir(hex, dirty_dirs);
   return Status::Ok();
 }
 
@@ -205,8 +208,7 @@ Status BlobStore::create_in_place(std::string_view hex, std::string_view bytes,
     if (::unlinkat(dir_fd_, relative.text, 0) != 0 && errno != ENOENT) suspect_.insert(std::string(hex));
     return s;
   }
-  std::string sub = dir_ + "/" + std::string(hex.substr(0, 2));
-  if (std::find(dirty_dirs->begin(), dirty_dirs->end(), sub) == dirty_dirs->end()) dirty_dirs->push_back(sub);
+  note_dirty_subdir(hex, dirty_dirs);
   return Status::Ok();
 }
 

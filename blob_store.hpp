@@ -63,6 +63,8 @@ class BlobStore {
 
  private:
   Status ensure_subdir(std::string_view hex, std::vector<std::string>* dirty_dirs);
+  // Adds BLOBS/hh/, which has just gained the blob's name, to *dirty_dirs (once).
+  void note_dirty_subdir(std::string_view hex, std::vector<std::string>* dirty_dirs) const;
   std::string temp_path(std::string_view hex) const;
   std::string dir_;
   int dir_fd_ = -1;  // BLOBS, for syncfs() and for reads relative to it
