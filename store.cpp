@@ -17,6 +17,7 @@
 #include <cctype>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <cerrno>
 #include <cstdio>
@@ -305,14 +306,19 @@ Status Store::make_durable(const std::vector<std::string>& blobs,
 }
 
 // The store thread (SYNC=always): it makes the blob files and index records of committed
-// entries from their journal records, and runs checkpoints, one task at a time in the order they
-// were handed over, so that a checkpoint always follows the making of every entry of its side.
-// The committing thread learns that a checkpoint finished from a pipe it polls, and that making
-// failed from failure().
+// entries from their journal records, one task at a time in the order they were handed over.
+// A checkpoint is one of those tasks: when the store thread reaches it, every entry of its side
+// is made, and it hands the checkpoint on to the checkpoint thread, which runs the syncfs and
+// retires the side while the store thread goes on making the entries of the other side (a
+// syncfs of a side's files takes seconds under load; making nothing meanwhile would cost the
+// store that share of its rate). At most one checkpoint runs: the committing thread starts the
+// next only after it collected the last. It learns that a checkpoint finished from a pipe it
+// polls, and that making failed from failure().
 struct Store::Worker {
   explicit Worker(Store* store) : store_(store) {
     if (::pipe2(done_, O_CLOEXEC) != 0) done_[0] = done_[1] = -1;
     thread_ = std::thread([this] { loop(); });
+    checkpoint_thread_ = std::thread([this] { checkpoint_loop(); });
   }
   ~Worker() {
     {
@@ -320,7 +326,13 @@ struct Store::Worker {
       stop_ = true;
     }
     work_cv_.notify_one();
-    thread_.join();
+    thread_.join();  // hands over a checkpoint still queued first
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      checkpoint_stop_ = true;
+    }
+    checkpoint_cv_.notify_one();
+    checkpoint_thread_.join();
     for (int fd : done_)
       if (fd >= 0) ::close(fd);
   }
@@ -346,10 +358,11 @@ struct Store::Worker {
     *generation = checkpoint_generation_;
     return checkpoint_result_;
   }
-  // Waits until every task handed over is done. What the thread wrote is then the caller's.
+  // Waits until every task handed over is done, a checkpoint's syncfs and retire included.
+  // What the threads wrote is then the caller's.
   void drain() {
     std::unique_lock<std::mutex> lock(mu_);
-    idle_cv_.wait(lock, [this] { return tasks_.empty() && !busy_; });
+    idle_cv_.wait(lock, [this] { return tasks_.empty() && !busy_ && !pending_checkpoint_; });
   }
   // Why making failed (Ok while it has not): once it has, no later entry is made and no side is
   // retired; the journal keeps them all for the next start.
@@ -366,12 +379,28 @@ struct Store::Worker {
     uint64_t first, start, end;  // Make
     uint64_t generation;         // Checkpoint
   };
+  // A checkpoint the store thread handed on: every entry of `side` is made.
+  struct Checkpoint {
+    int side;
+    uint64_t generation;
+    std::vector<std::string> blobs, dirs;  // see Store::side_blobs_
+  };
   void hand_over(const Task& task) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       tasks_.push_back(task);
     }
     work_cv_.notify_one();
+  }
+  // With mu_ held: the checkpoint's result for the committing thread, which reads it once the
+  // byte on the pipe wakes it.
+  void finish_checkpoint(int side, uint64_t generation, const Status& s) {
+    checkpoint_side_ = side;
+    checkpoint_generation_ = generation;
+    checkpoint_result_ = s;
+    const char byte = 1;
+    if (::write(done_[1], &byte, 1) < 0) {
+    }
   }
   void loop() {
     // Named so that an operator's `top -H` and the fault tests (which attach strace to this
@@ -395,37 +424,53 @@ struct Store::Worker {
           failure_ = s;
           failed_.store(true, std::memory_order_release);
         }
-      } else {
-        Status s = failed_before ? failure() : Status::Ok();
-        if (s.ok()) {
-          std::vector<std::string> blobs = std::move(store_->side_blobs_[task.side]);
-          std::vector<std::string> dirs(store_->side_dirs_[task.side].begin(), store_->side_dirs_[task.side].end());
-          store_->side_blobs_[task.side].clear();
-          store_->side_dirs_[task.side].clear();
-          s = store_->make_durable(blobs, dirs);
-          if (s.ok()) s = store_->journal_.retire(task.side, task.generation);
-        }
+      } else if (failed_before) {
+        // Some entry of the side may be unmade: it is not retired.
         lock.lock();
-        checkpoint_side_ = task.side;
-        checkpoint_generation_ = task.generation;
-        checkpoint_result_ = s;
-        const char byte = 1;
-        if (::write(done_[1], &byte, 1) < 0) {
-        }
+        finish_checkpoint(task.side, task.generation, failure_);
+      } else {
+        // The side's bookkeeping is the checkpoint's from here; the store thread's next tasks
+        // are of the other side.
+        Checkpoint c{task.side, task.generation, std::move(store_->side_blobs_[task.side]),
+                     std::vector<std::string>(store_->side_dirs_[task.side].begin(), store_->side_dirs_[task.side].end())};
+        store_->side_blobs_[task.side].clear();
+        store_->side_dirs_[task.side].clear();
+        lock.lock();
+        pending_checkpoint_.emplace(std::move(c));
+        checkpoint_cv_.notify_one();
       }
       busy_ = false;
-      if (tasks_.empty()) idle_cv_.notify_all();
+      if (tasks_.empty() && !pending_checkpoint_) idle_cv_.notify_all();
+    }
+  }
+  void checkpoint_loop() {
+    // Named for the same reasons as the store thread: the fault tests fail its syncfs.
+    ::pthread_setname_np(::pthread_self(), "checkpoint");
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      checkpoint_cv_.wait(lock, [this] { return checkpoint_stop_ || pending_checkpoint_; });
+      if (!pending_checkpoint_) return;
+      // Taken out, but the slot stays engaged until the result is out (drain() waits on it).
+      const Checkpoint c = std::move(*pending_checkpoint_);
+      lock.unlock();
+      Status s = store_->make_durable(c.blobs, c.dirs);
+      if (s.ok()) s = store_->journal_.retire(c.side, c.generation);
+      lock.lock();
+      finish_checkpoint(c.side, c.generation, s);
+      pending_checkpoint_.reset();
+      if (tasks_.empty() && !busy_) idle_cv_.notify_all();
     }
   }
 
   Store* store_;
-  std::thread thread_;
+  std::thread thread_, checkpoint_thread_;
   std::mutex mu_;
-  std::condition_variable work_cv_, idle_cv_;
+  std::condition_variable work_cv_, idle_cv_, checkpoint_cv_;
   std::deque<Task> tasks_;
-  bool stop_ = false;
-  bool busy_ = false;                     // a task taken from tasks_ is being done
-  bool checkpoint_running_ = false;       // the committing thread's alone
+  bool stop_ = false, checkpoint_stop_ = false;
+  bool busy_ = false;                      // a task taken from tasks_ is being done
+  std::optional<Checkpoint> pending_checkpoint_;  // handed on, until its result is out
+  bool checkpoint_running_ = false;        // the committing thread's alone
   int checkpoint_side_ = 0;
   uint64_t checkpoint_generation_ = 0;
   Status checkpoint_result_;

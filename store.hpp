@@ -193,7 +193,7 @@ class Store {
              const std::function<void(uint64_t checked, uint64_t head)>& progress = nullptr) const;
 
  private:
-  struct Worker;  // the store thread (store.cpp)
+  struct Worker;  // the store thread and the checkpoint thread (store.cpp)
   Status recover_tail(bool unsynced_run, uint64_t durable_head, std::vector<std::string>* warnings);
   Status replay_journal(std::vector<std::string>* warnings, bool* replayed);
   Status sync_both_file_systems() const;

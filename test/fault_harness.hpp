@@ -368,25 +368,35 @@ inline pid_t thread_named(pid_t pid, const std::string& comm, milliseconds timeo
 // (the loop in poll, the store thread waiting for work), so no call of the workload is missed.
 class Attached {
  public:
-  Attached(const std::string& dir, pid_t tid, const std::vector<std::string>& options, const std::string& trace) {
-    REQUIRE_MESSAGE(tid > 0, "no thread to attach to");
+  Attached(const std::string& dir, pid_t tid, const std::vector<std::string>& options, const std::string& trace)
+      : Attached(dir, std::vector<pid_t>{tid}, options, trace) {}
+  // Several threads in one trace, each line led by its thread's id, in the order strace saw
+  // them (an injection still counts per thread).
+  Attached(const std::string& dir, const std::vector<pid_t>& tids, const std::vector<std::string>& options,
+           const std::string& trace) {
+    REQUIRE(!tids.empty());
     std::vector<std::string> args = options;
     for (const char* a : {"-qq", "-o"}) args.push_back(a);
     args.push_back(trace);
-    args.push_back("-p");
-    args.push_back(std::to_string(tid));
-    const std::string base = dir + "/strace-" + std::to_string(tid);
+    for (pid_t tid : tids) {
+      REQUIRE_MESSAGE(tid > 0, "no thread to attach to");
+      args.push_back("-p");
+      args.push_back(std::to_string(tid));
+    }
+    const std::string base = dir + "/strace-" + std::to_string(tids[0]);
     pid_ = harness::detail::spawn(strace_path(), args, harness::detail::build_environment({}), dir, base + ".out",
                                   base + ".err");
     REQUIRE(pid_ > 0);
-    // Attached once the kernel names strace the thread's tracer; then a moment for strace to
-    // stop the thread and set its options before the workload wakes it.
-    const std::string status = "/proc/" + std::to_string(tid) + "/status";
+    // Attached once the kernel names strace each thread's tracer; then a moment for strace to
+    // stop the threads and set their options before the workload wakes them.
     const std::string tracer = "TracerPid:\t" + std::to_string(pid_) + "\n";
     auto deadline = Clock::now() + milliseconds(10000);
-    while (read_file(status).find(tracer) == std::string::npos) {
-      REQUIRE_MESSAGE(Clock::now() < deadline, "strace did not attach to " << tid << ": " << read_file(base + ".err"));
-      std::this_thread::sleep_for(milliseconds(1));
+    for (pid_t tid : tids) {
+      const std::string status = "/proc/" + std::to_string(tid) + "/status";
+      while (read_file(status).find(tracer) == std::string::npos) {
+        REQUIRE_MESSAGE(Clock::now() < deadline, "strace did not attach to " << tid << ": " << read_file(base + ".err"));
+        std::this_thread::sleep_for(milliseconds(1));
+      }
     }
     std::this_thread::sleep_for(milliseconds(30));
   }
@@ -507,6 +517,7 @@ struct Call {
   long result = -1;       // what it returned in the dry run
   std::string target;     // the path it names or the path of its fd
   std::string key;        // call_key()
+  std::string thread;     // SYNC=always, a store_calls entry: the thread that made it ("store", "checkpoint")
   enum class Expect { Fail, Succeed, Either } expect = Expect::Either;
 };
 
@@ -515,8 +526,9 @@ struct DryRun {
   // (after "listening"), as an injection attached the same way counts them.
   std::vector<Call> calls;
   // SYNC=always: the store thread's write-path calls while it made the blob files and index
-  // records of batches 1..kFaultBatches (and ran the checkpoints among them), counted in that
-  // thread from the attach; `batch` is the batch whose index append they precede.
+  // records of batches 1..kFaultBatches, and the checkpoint thread's for the checkpoints among
+  // them, each counted in its thread from the attach; `batch` is the batch whose index append
+  // they precede.
   std::vector<Call> store_calls;
   std::string trace, store_trace;
 };
@@ -543,13 +555,18 @@ inline DryRun dry_run(const std::string& sync) {
   TempDir dir;
   const std::string trace = dir / "dry.trace", store_trace = dir / "dry-store.trace";
   const bool always = sync == "always";
+  pid_t store_tid = 0;
   {
     Wrapped s(dir.path(), {}, server_env(dir.path(), sync));
     REQUIRE_MESSAGE(s.start(), "server: " << s.out() << s.err());
     const std::vector<std::string> options = {"-y", "-s", "300", "-e", kTraced};
     Attached loop(dir.path(), s.server_pid(), options, trace);
-    std::optional<Attached> store;
-    if (always) store.emplace(dir.path(), thread_named(s.server_pid(), "store"), options, store_trace);
+    std::optional<Attached> store;  // and the checkpoint thread, in the same trace
+    if (always) {
+      store_tid = thread_named(s.server_pid(), "store");
+      store.emplace(dir.path(), std::vector<pid_t>{store_tid, thread_named(s.server_pid(), "checkpoint")}, options,
+                    store_trace);
+    }
     Observed o = drive(s.port(), workload());
     for (int ok : o.batch) REQUIRE(ok == 1);
     s.signal_server(SIGTERM);
@@ -589,11 +606,11 @@ inline DryRun dry_run(const std::string& sync) {
   REQUIRE(replies >= kFaultBatches);
   if (!always) return dry;
   dry.store_trace = read_file(store_trace);
-  std::map<std::string, int> store_count;
+  std::map<std::pair<long, std::string>, int> store_count;  // per thread and name
   size_t store_appends = 0;  // index appends of the store thread so far
   std::set<long> writing;    // its descriptors open for writing
   for (const auto& c : strace::parse(dry.store_trace)) {
-    const int occurrence = ++store_count[c.name];
+    const int occurrence = ++store_count[{c.tid, c.name}];
     const std::string path = path_arg(c);
     const long fd = c.args.empty() ? -1 : static_cast<long>(strace::int_arg(c.args[0]));
     if (c.name == "openat" && c.result >= 0 && c.args.size() >= 3 && c.args[2].find("O_RDONLY") == std::string::npos)
@@ -602,8 +619,10 @@ inline DryRun dry_run(const std::string& sync) {
     // Its write to the loop's pipe (a checkpoint finished) is not a store's write.
     if (store_appends >= kFaultBatches || (c.name == "write" && !is_blob_file(path))) continue;
     Call call = dry_call(c, occurrence, store_appends + 1, dir.path());
-    // Every call is a step of making the entries durable, a failed lookup of a stored blob
-    // too (it must not be taken for "absent"); but the close of a blob read to compare it.
+    call.thread = c.tid == store_tid ? "store" : "checkpoint";
+    // Every call is a step of making the entries durable (a checkpoint's: of retiring them from
+    // the journal), a failed lookup of a stored blob too (it must not be taken for "absent");
+    // but the close of a blob read to compare it.
     call.expect = c.name == "close" && !closes_written ? Call::Expect::Either : Call::Expect::Fail;
     if (c.name == "pwrite64" && is_index(path)) store_appends++;
     dry.store_calls.push_back(call);
@@ -699,7 +718,7 @@ inline void one_fault_run(const std::string& sync, const Call& c, FaultTally& t)
 // entry (the journal kept them).
 inline void one_store_fault_run(const Call& c, FaultTally& t) {
   std::string err = inject_error(c.name);
-  std::string ctx = "SYNC=always, store thread: " + c.name + " #" + std::to_string(c.occurrence) + " -> " + err +
+  std::string ctx = "SYNC=always, " + c.thread + " thread: " + c.name + " #" + std::to_string(c.occurrence) + " -> " + err +
                     " (before batch " + std::to_string(c.batch) + "'s index append, " + expect_name(c.expect) + "): " + c.what;
   INFO(ctx);
   TempDir dir;
@@ -709,7 +728,7 @@ inline void one_store_fault_run(const Call& c, FaultTally& t) {
   {
     Wrapped s(dir.path(), {}, server_env(dir.path(), "always"));
     REQUIRE_MESSAGE(s.start(), "did not start: " << harness::detail::tail(s.out() + s.err(), 800));
-    Attached strace(dir.path(), thread_named(s.server_pid(), "store"), injecting(c.name, err, c.occurrence), trace);
+    Attached strace(dir.path(), thread_named(s.server_pid(), c.thread), injecting(c.name, err, c.occurrence), trace);
     o = drive(s.port(), workload(), files_stay_whole(dir.path(), "always", true));
     expect_confirmed_prefix(o);
     CHECK_MESSAGE(s.running(), "the server exited after the fault");
@@ -721,12 +740,12 @@ inline void one_store_fault_run(const Call& c, FaultTally& t) {
     CHECK(lines_with(s.log_lines(), kInfo, "\"msg\":\"stopped\"").size() + (*status == 1 ? 1 : 0) >= 1);
     strace.finish();
   }
-  // The fault did happen, once, in the store thread (strace followed no other), at the call
-  // the dry run saw.
+  // The fault did happen, once, in that thread (strace followed no other), at the call the dry
+  // run saw.
   auto injected = injected_calls(read_file(trace));
   REQUIRE_MESSAGE(injected.size() == 1, injected.size() << " calls injected");
   CHECK_MESSAGE(injected[0] == c.key, "the injected call differs from the dry run's: " << injected[0]);
-  t.runs["store " + c.name]++;
+  t.runs[c.thread + " " + c.name]++;
   for (int b : o.batch) t.refused_batches += b == 0;
   restart_and_verify(dir.path(), "always", o, ctx);
 }
@@ -1296,8 +1315,8 @@ inline size_t check_confirmations_rest_on_synced_records(const std::string& text
 }
 
 // ---------------------------------------------------------------------------------------------
-// A failed checkpoint: EIO injected into the store thread alone, by an strace attached to that
-// thread.
+// A failed checkpoint: EIO injected into the checkpoint thread alone, by an strace attached to
+// that thread.
 
 // A checkpoint whose first `call` (syncfs or fdatasync) fails with EIO: three writes confirmed
 // before it; the checkpoint-failed fatal line; every later write refused with the reason; reads
@@ -1311,8 +1330,8 @@ inline void checkpoint_fault(const std::string& call) {
   {
     ServerProcess s(dir.path());
     small(s).env("SYNC", "always").start();
-    // strace on the store thread alone: the main thread's syncs are untouched.
-    Attached strace(dir.path(), thread_named(s.pid(), "store"),
+    // strace on the checkpoint thread alone: the main thread's syncs are untouched.
+    Attached strace(dir.path(), thread_named(s.pid(), "checkpoint"),
                     {"-y", "-e", "trace=syncfs,fdatasync,pwrite64", "-e", "inject=" + call + ":error=EIO:when=1"}, trace);
     // Three writes; a second without writes starts the checkpoint, which fails.
     for (int i = 1; i <= 3; i++) {

@@ -168,6 +168,64 @@ TEST_CASE("journal: writes are confirmed and read (stream and batch, from memory
   CHECK(journal_records(after) == 0);
 }
 
+TEST_CASE("journal: while a checkpoint's syncfs runs, the entries confirmed meanwhile are made (the store thread does not wait for it)") {
+  TempDir dir;
+  detail::EnvOverrides env{{"PORT", "0"}, {"BLOBS", dir / "blobs"}, {"LEVELDB", dir / "leveldb"}, {"METRICS", "127.0.0.1:0"}};
+  for (const auto& [name, value] : small_journal(4096)) env[name] = value;
+  dur::Wrapped s(dir.path(), {}, env);
+  REQUIRE(s.start(30s));
+  std::string listening;
+  for (const std::string& line : s.log_lines())
+    if (line.find("\"msg\":\"listening\"") != std::string::npos) listening = line;
+  auto address = json_string_field(listening, "metrics");
+  REQUIRE_MESSAGE(address, listening);
+  const int mport = std::atoi(address->substr(address->rfind(':') + 1).c_str());
+  // Every syncfs of the server's threads but the loop's waits 6 s (an strace attached to them
+  // delays it): the checkpoint's, whichever thread runs it.
+  std::vector<pid_t> others;
+  for (const auto& name : dur::list_dir("/proc/" + std::to_string(s.server_pid()) + "/task"))
+    if (std::atol(name.c_str()) != s.server_pid()) others.push_back(static_cast<pid_t>(std::atol(name.c_str())));
+  REQUIRE(!others.empty());
+  fault::Attached slowed(dir.path(), others, {"-e", "trace=syncfs", "-e", "inject=syncfs:delay_enter=6000000"},
+                         dir / "syncfs.trace");
+  const std::string pad(1000, 'p');
+  auto write_kib = [&](Client& c, int first, int count) {
+    std::string batch;
+    for (int i = first; i < first + count; i++)
+      batch += write_msg("w" + std::to_string(i), "{\"n\":" + std::to_string(i) + ",\"p\":\"" + pad + "\"}") + "\n";
+    c.send(batch, 30s);
+    std::vector<std::string> replies = c.read_lines(static_cast<size_t>(count), 30s);
+    REQUIRE(replies.size() == static_cast<size_t>(count));
+    for (int i = 0; i < count; i++) CHECK(replies[i] == confirmation("w" + std::to_string(first + i), first + i));
+  };
+  auto made_all = [&](Clock::duration within) {
+    for (auto deadline = Clock::now() + within; Clock::now() < deadline; std::this_thread::sleep_for(5ms)) {
+      metrics_harness::Samples m = metrics_harness::scrape(mport);
+      if (metrics_harness::value(m, "store_lag_entries") == 0) return std::optional<metrics_harness::Samples>(m);
+    }
+    return std::optional<metrics_harness::Samples>();
+  };
+  // 40 entries of 1 KiB fill more than half of a side (60 KiB of records): its checkpoint
+  // starts, and once they are made, its syncfs (6 s).
+  Client writer(s.port());
+  write_kib(writer, 1, 40);
+  REQUIRE(made_all(10s));
+  // Ten more, confirmed in the other side: made while that syncfs still runs.
+  const auto t0 = Clock::now();
+  write_kib(writer, 41, 10);
+  std::optional<metrics_harness::Samples> made = made_all(10s);
+  const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
+  REQUIRE_MESSAGE(made, "the ten entries were not made within 10 s");
+  INFO("made " << waited << " s after they were sent");
+  CHECK(metrics_harness::value(*made, "checkpoint_duration_seconds_count") == 0);  // its syncfs was still running
+  CHECK(waited < 3.0);
+  // The checkpoint did run, and ends; so does the clean stop (whose syncfs, the main thread's, is not slowed).
+  metrics_harness::wait_for_value(mport, "checkpoint_duration_seconds_count", 1);
+  s.signal_server(SIGTERM);
+  CHECK(s.wait(30s) == 0);
+  slowed.finish(30s);
+}
+
 TEST_CASE("journal: a second without writes runs a checkpoint, after which a crash replays nothing") {
   TempDir dir;
   ServerProcess s(dir.path());

@@ -233,14 +233,15 @@ struct RawConnection {
 // ---------------------------------------------------------------------------------------------
 // The server's checkpoint thread, for an strace that injects a fault into it alone
 
-// The server's threads other than its main one (the checkpoint thread).
-inline std::vector<pid_t> other_threads(pid_t pid) {
-  std::vector<pid_t> out;
-  for (const auto& name : dur::list_dir("/proc/" + std::to_string(pid) + "/task")) {
-    const pid_t tid = static_cast<pid_t>(std::atol(name.c_str()));
-    if (tid > 0 && tid != pid) out.push_back(tid);
+// The server's thread named `comm` ("checkpoint": the thread that runs checkpoints), or 0.
+inline pid_t server_thread(pid_t pid, const std::string& comm) {
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& name : dur::list_dir(tasks)) {
+    std::string found = test_support::read_file(tasks + "/" + name + "/comm");
+    while (!found.empty() && found.back() == '\n') found.pop_back();
+    if (found == comm) return static_cast<pid_t>(std::atol(name.c_str()));
   }
-  return out;
+  return 0;
 }
 
 inline pid_t tracer_of(pid_t tid) {

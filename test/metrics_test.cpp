@@ -287,10 +287,10 @@ TEST_CASE("after a failed checkpoint GET /health is 503 with the reason, and the
   const std::string strace = dur::find_program("strace");
   REQUIRE_MESSAGE(!strace.empty(), "strace is needed (make check-deps installs it)");
   Monitored m({{"SYNC", "always"}, {"JOURNAL_BYTES", "131072"}, {"MAX_MESSAGE_BYTES", "28672"}});
-  auto threads = other_threads(m.server.pid());
-  REQUIRE(threads.size() == 1);
+  const pid_t checkpoint_thread = server_thread(m.server.pid(), "checkpoint");
+  REQUIRE(checkpoint_thread > 0);
   // EIO for the checkpoint thread's first syncfs (as fault_test does), by an strace on it alone.
-  const pid_t tracer = detail::spawn(strace, {"-qq", "-p", std::to_string(threads[0]), "-o", m.dir / "trace", "-e",
+  const pid_t tracer = detail::spawn(strace, {"-qq", "-p", std::to_string(checkpoint_thread), "-o", m.dir / "trace", "-e",
                                               "trace=syncfs", "-e", "inject=syncfs:error=EIO:when=1"},
                                      detail::build_environment({}), m.dir.path(), m.dir / "strace.out",
                                      m.dir / "strace.err");
@@ -302,9 +302,9 @@ TEST_CASE("after a failed checkpoint GET /health is 503 with the reason, and the
       ::waitpid(pid, nullptr, 0);
     }
   } reap{tracer};
-  for (auto deadline = Clock::now() + 10s; tracer_of(threads[0]) != tracer && Clock::now() < deadline;)
+  for (auto deadline = Clock::now() + 10s; tracer_of(checkpoint_thread) != tracer && Clock::now() < deadline;)
     std::this_thread::sleep_for(10ms);
-  REQUIRE_MESSAGE(tracer_of(threads[0]) == tracer, "strace did not attach to the checkpoint thread");
+  REQUIRE_MESSAGE(tracer_of(checkpoint_thread) == tracer, "strace did not attach to the checkpoint thread");
   CHECK(get(m.mport, "/health").status == 200);
   Client c(m.server.port());
   for (int i = 1; i <= 3; i++) write_ok(c, "w" + std::to_string(i), numbered(i), i);
