@@ -136,12 +136,7 @@ TEST_CASE("journal: writes are confirmed and read (stream and batch, from memory
     CHECK(made < 20);
     CHECK_FALSE(dur::exists(dur::blob_path(dir / "blobs", hashes[29])));
     // The metrics say how far behind the store thread is: most of the entries.
-    std::string listening;
-    for (const std::string& line : s.log_lines())
-      if (line.find("\"msg\":\"listening\"") != std::string::npos) listening = line;
-    auto address = json_string_field(listening, "metrics");
-    REQUIRE_MESSAGE(address, listening);
-    const double lag = metrics_harness::value(metrics_harness::scrape(std::atoi(address->substr(address->rfind(':') + 1).c_str())), "store_lag_entries");
+    const double lag = metrics_harness::value(metrics_harness::scrape(metrics_harness::metrics_port_of(s)), "store_lag_entries");
     CHECK(lag > kEntries - 20);
     CHECK(lag <= kEntries);
     ::kill(s.server_pid(), SIGKILL);
@@ -174,12 +169,7 @@ TEST_CASE("journal: while a checkpoint's syncfs runs, the entries confirmed mean
   for (const auto& [name, value] : small_journal(4096)) env[name] = value;
   dur::Wrapped s(dir.path(), {}, env);
   REQUIRE(s.start(30s));
-  std::string listening;
-  for (const std::string& line : s.log_lines())
-    if (line.find("\"msg\":\"listening\"") != std::string::npos) listening = line;
-  auto address = json_string_field(listening, "metrics");
-  REQUIRE_MESSAGE(address, listening);
-  const int mport = std::atoi(address->substr(address->rfind(':') + 1).c_str());
+  const int mport = metrics_harness::metrics_port_of(s);
   // Every syncfs of the server's threads but the loop's waits 6 s (an strace attached to them
   // delays it): the checkpoint's, whichever thread runs it.
   std::vector<pid_t> others;

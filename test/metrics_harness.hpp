@@ -69,12 +69,22 @@ inline std::string header(const Http& r, const std::string& name) {
 }
 
 // The monitoring port from the listening line ("metrics":"127.0.0.1:N").
+inline int metrics_port_in(const std::string& listening) {
+  auto address = json_string_field(listening, "metrics");
+  REQUIRE_MESSAGE(address, "no metrics in the listening line: " << listening);
+  return std::atoi(address->substr(address->rfind(':') + 1).c_str());
+}
 inline int metrics_port_of(const ServerProcess& server) {
   auto lines = server.wait_for_log(R"("msg":"listening")");
   REQUIRE(lines.size() >= 1);
-  auto address = json_string_field(lines[0], "metrics");
-  REQUIRE_MESSAGE(address, "no metrics in the listening line: " << lines[0]);
-  return std::atoi(address->substr(address->rfind(':') + 1).c_str());
+  return metrics_port_in(lines[0]);
+}
+// The same for a server under a wrapper (started: its listening line is logged).
+inline int metrics_port_of(const dur::Wrapped& server) {
+  std::string listening;
+  for (const std::string& line : server.log_lines())
+    if (line.find(R"("msg":"listening")") != std::string::npos) listening = line;
+  return metrics_port_in(listening);
 }
 
 // "name{labels}" -> value, for every sample of a scrape.
@@ -232,17 +242,6 @@ struct RawConnection {
 
 // ---------------------------------------------------------------------------------------------
 // The server's checkpoint thread, for an strace that injects a fault into it alone
-
-// The server's thread named `comm` ("checkpoint": the thread that runs checkpoints), or 0.
-inline pid_t server_thread(pid_t pid, const std::string& comm) {
-  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
-  for (const auto& name : dur::list_dir(tasks)) {
-    std::string found = test_support::read_file(tasks + "/" + name + "/comm");
-    while (!found.empty() && found.back() == '\n') found.pop_back();
-    if (found == comm) return static_cast<pid_t>(std::atol(name.c_str()));
-  }
-  return 0;
-}
 
 inline pid_t tracer_of(pid_t tid) {
   const std::string status = test_support::read_file("/proc/" + std::to_string(tid) + "/status");

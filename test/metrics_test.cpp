@@ -24,6 +24,7 @@
 
 #include "tcp-log-server.hpp"
 #include "tcp_log_server.h"
+#include "test/fault_harness.hpp"
 #include "test/metrics_harness.hpp"
 
 using namespace metrics_harness;
@@ -287,7 +288,7 @@ TEST_CASE("after a failed checkpoint GET /health is 503 with the reason, and the
   const std::string strace = dur::find_program("strace");
   REQUIRE_MESSAGE(!strace.empty(), "strace is needed (make check-deps installs it)");
   Monitored m({{"SYNC", "always"}, {"JOURNAL_BYTES", "131072"}, {"MAX_MESSAGE_BYTES", "28672"}});
-  const pid_t checkpoint_thread = server_thread(m.server.pid(), "checkpoint");
+  const pid_t checkpoint_thread = fault::thread_named(m.server.pid(), "checkpoint");
   REQUIRE(checkpoint_thread > 0);
   // EIO for the checkpoint thread's first syncfs (as fault_test does), by an strace on it alone.
   const pid_t tracer = detail::spawn(strace, {"-qq", "-p", std::to_string(checkpoint_thread), "-o", m.dir / "trace", "-e",
